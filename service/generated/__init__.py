@@ -1,0 +1,1 @@
+"""Code generated from protos/ by scripts/gen_protos.sh (make protos). Do not edit."""
