@@ -317,6 +317,37 @@ def _validate_events(table: pa.Table) -> None:
         raise SchemaError("events: column 'amount_minor' has negative amounts")
 
 
+def event_problem(event: dict[str, object]) -> str | None:
+    """Why one event (a dict of raw-schema fields) is invalid, or ``None``.
+
+    The per-event form of :func:`validate`'s rules, for live ingestion: the same
+    required/forbidden columns per event type and the same value sets.
+    """
+    etype = event.get("event_type")
+    if etype not in EVENT_TYPES:
+        return f"event_type: unknown event type {etype!r}"
+    for col in ("event_id", "room_id"):
+        if not event.get(col):
+            return f"{col}: missing"
+    for rule in _EVENT_RULES:
+        value = event.get(rule.column)
+        needed = etype in rule.required_for
+        if needed and (value is None or value == ""):
+            return f"{rule.column}: missing for a {etype} event"
+    topic = event.get("chat_topic")
+    if etype == "chat" and topic not in CHAT_TOPICS:
+        return f"chat_topic: unknown topic {topic!r}"
+    if etype == "purchase":
+        amount = event.get("amount_minor")
+        if not isinstance(amount, int) or amount < 0:
+            return f"amount_minor: must be a non-negative integer, got {amount!r}"
+        if event.get("currency") not in CURRENCY_EXPONENT:
+            return f"currency: unknown currency {event.get('currency')!r}"
+        if event.get("payment_method") not in PAYMENT_METHODS:
+            return f"payment_method: unknown method {event.get('payment_method')!r}"
+    return None
+
+
 def write_table(name: str, table: pa.Table | pd.DataFrame, out_dir: Path) -> Path:
     """Validate and write one table; ``events`` is partitioned by UTC date."""
     if isinstance(table, pd.DataFrame):

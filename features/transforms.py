@@ -13,7 +13,6 @@ scoring point, in serving at request time — so both agree between events.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,13 +207,15 @@ class LiveAggregator:
         s = self.viewers.get(key)
         if s is None:
             s = self.viewers[key] = ViewerSession()
-        s.last_event_ts = t
+        # Order-tolerant: events inside the out-of-order window may arrive late.
+        if not t <= s.last_event_ts:
+            s.last_event_ts = t
         ch.viewer_live.append(key)
         if et == "join":
             if s.present == 0.0:
                 room.joined += 1
             s.present = 1.0
-            if math.isnan(s.join_ts):
+            if not s.join_ts <= t:
                 s.join_ts = t
             room.present[e.viewer_id] = self.region_of(e.viewer_id)
             ch.room_state.append((e.room_id,))
@@ -246,7 +247,7 @@ class LiveAggregator:
             if step == 1:
                 s.clicks += 1
                 p.clicks += 1
-                if math.isnan(s.first_click_ts):
+                if not s.first_click_ts <= t:
                     s.first_click_ts = t
             elif step == 2:
                 s.carts += 1
@@ -259,7 +260,8 @@ class LiveAggregator:
                 s.purchases += 1
                 p.purchases += 1
                 s.cart.pop(e.product_id, None)
-                s.last_purchase_ts = t
+                if not t <= s.last_purchase_ts:
+                    s.last_purchase_ts = t
                 s.purchase_usd += usd_amount(e, self.fx)
         return ch
 
