@@ -328,7 +328,8 @@ def build_features(
     frames: dict[str, pd.DataFrame] = {name: pd.DataFrame(cols) for name, cols in push.items()}
     frames[VIEWER_PROFILE.name] = viewer_profile(sessions, funnel, payments)
     demo = viewers.copy()
-    demo[TIMESTAMP] = demo["signup_time"].astype("int64") / 1e9
+    # Epoch seconds whatever the datetime unit pandas read (parquet TS is microseconds).
+    demo[TIMESTAMP] = demo["signup_time"].astype("datetime64[us, UTC]").astype("int64") / 1e6
     frames[VIEWER_DEMOGRAPHICS.name] = demo
     t_events = events.column("event_time")
     first = pc.min(t_events).value / 1e6

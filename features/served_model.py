@@ -1,0 +1,166 @@
+"""A trained model as serving runs it: one ONNX session, calibrated probabilities.
+
+Training writes, and serving loads, a *served artifact directory*:
+
+================  ===============================================================
+``model.onnx``    the whole model: LightGBM trees -> margin -> Platt calibration
+                  (``sigmoid(a * margin + b)``), input ``input`` float32 (n, d),
+                  output ``probability`` float32 (n,)
+``calibrator.json``  ``{"kind": "platt", "a", "b", "in_graph": true}``; applied by
+                  :func:`apply_calibrator` to a LightGBM margin (reasons, checks)
+``spec.json``     model name, feature service, column order, exposure window, ...
+``parity.npz``    ``X`` (float32 rows, some with NaN) and ``expected`` (calibrated
+                  LightGBM output, float64): checked before a version is swapped in
+``booster.txt``   the LightGBM model text, for per-feature reasons (``pred_contrib``)
+================  ===============================================================
+
+The calibrator lives in the graph so the parity gate checks exactly what is
+served; the JSON copy is for the LightGBM side of that check and for reasons.
+This module is shared by training and serving and never imports ``training``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODEL_FILE = "model.onnx"
+CALIBRATOR_FILE = "calibrator.json"
+SPEC_FILE = "spec.json"
+PARITY_FILE = "parity.npz"
+BOOSTER_FILE = "booster.txt"
+INPUT_NAME = "input"
+OUTPUT_NAME = "probability"
+#: Largest |ONNX - LightGBM| calibrated difference a served model may show.
+PARITY_TOLERANCE = 1e-5
+
+
+class ParityError(RuntimeError):
+    """The ONNX graph does not reproduce the LightGBM model (+ calibrator)."""
+
+
+def apply_calibrator(calibrator: dict[str, Any], margin: np.ndarray) -> np.ndarray:
+    """Calibrated probability from a LightGBM raw margin (log-odds), in float64."""
+    if calibrator.get("kind") != "platt":
+        raise ValueError(f"unknown calibrator kind {calibrator.get('kind')!r}")
+    z = float(calibrator["a"]) * np.asarray(margin, dtype=np.float64) + float(calibrator["b"])
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One feature's contribution (log-odds, before calibration) to a score."""
+
+    feature: str
+    value: float
+    contribution: float
+
+
+class ServedModel:
+    """Run a served artifact directory: ``load`` then ``predict`` (one ONNX session)."""
+
+    def __init__(self, directory: Path, session: Any, spec: dict[str, Any], calibrator: dict):
+        self.directory = directory
+        self.spec = spec
+        self.calibrator = calibrator
+        self._session = session
+        self._booster: Any = None
+
+    @classmethod
+    def load(cls, directory: str | Path, intra_op_threads: int = 1) -> ServedModel:
+        """Open ``model.onnx`` with ``intra_op_threads`` threads (one: scoring is per call)."""
+        import onnxruntime as ort
+
+        directory = Path(directory)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(
+            str(directory / MODEL_FILE), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        spec = json.loads((directory / SPEC_FILE).read_text())
+        calibrator = json.loads((directory / CALIBRATOR_FILE).read_text())
+        return cls(directory, session, spec, calibrator)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["model"])
+
+    @property
+    def feature_service(self) -> str:
+        return str(self.spec["feature_service"])
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.spec["columns"])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities, float32 (n,), for float32 rows in :attr:`columns` order."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != len(self.columns):
+            raise ValueError(f"expected (n, {len(self.columns)}) features, got {X.shape}")
+        (out,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: X})
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def booster(self) -> Any:
+        """The LightGBM booster (loaded on first use; only reasons and checks need it)."""
+        if self._booster is None:
+            import lightgbm as lgb
+
+            self._booster = lgb.Booster(model_file=str(self.directory / BOOSTER_FILE))
+        return self._booster
+
+    def reference(self, X: np.ndarray) -> np.ndarray:
+        """LightGBM + calibrator in float64: what the ONNX graph must reproduce."""
+        margin = self.booster().predict(np.asarray(X, dtype=np.float32), raw_score=True)
+        return apply_calibrator(self.calibrator, margin)
+
+    def contributions(self, X: np.ndarray, top: int = 3) -> list[list[Reason]]:
+        """Per row, the ``top`` features that pushed the score up most (SHAP, log-odds)."""
+        X = np.asarray(X, dtype=np.float32)
+        contrib = self.booster().predict(X, pred_contrib=True)[:, :-1]
+        cols = self.columns
+        out: list[list[Reason]] = []
+        for i in range(len(X)):
+            order = np.argsort(-contrib[i], kind="stable")[:top]
+            out.append(
+                [Reason(cols[j], float(X[i, j]), float(contrib[i, j])) for j in order]
+            )
+        return out
+
+    def check_parity(self, tolerance: float = PARITY_TOLERANCE) -> float:
+        """Run ``parity.npz`` through the graph; raise :class:`ParityError` beyond tolerance."""
+        with np.load(self.directory / PARITY_FILE) as parity:
+            X, expected = parity["X"], parity["expected"]
+        got = self.predict(X).astype(np.float64)
+        diff = float(np.max(np.abs(got - expected))) if len(X) else 0.0
+        if not np.isfinite(diff) or diff > tolerance:
+            raise ParityError(
+                f"{self.name}: ONNX differs from LightGBM+calibrator by {diff:.3g} "
+                f"(> {tolerance:g}) on the parity sample"
+            )
+        return diff
+
+
+def download_served(
+    registered_name: str, alias: str, dest: str | Path, tracking_uri: str | None = None
+) -> Path:
+    """Fetch the served directory of ``registered_name@alias`` from MLflow into ``dest``.
+
+    Each version's ``served_artifacts`` tag points at its run's ``served/`` artifacts.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    version = client.get_model_version_by_alias(registered_name, alias)
+    uri = version.tags.get("served_artifacts") or f"runs:/{version.run_id}/served"
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=uri, dst_path=str(dest), tracking_uri=tracking_uri
+    )
+    return Path(local)
