@@ -86,7 +86,7 @@ class RegionBehaviour:
 REGION_BEHAVIOUR: dict[str, RegionBehaviour] = {
     "US": RegionBehaviour(0.55, 1.0, 0.55, 1.0, 0.55, 0.0, 0.1, 0.03, (1, 2, 3, 5, 2, 1, 2)),
     "EU": RegionBehaviour(0.75, 1.3, 0.8, 1.0, 0.3, 0.0, 0.2, 0.05, (2, 4, 3, 2, 2, 1, 2)),
-    "SEA": RegionBehaviour(1.3, 2.2, 1.2, 1.15, 0.15, 0.0, 0.9, 0.02, (6, 3, 1, 1, 1, 3, 2)),
+    "SEA": RegionBehaviour(1.3, 1.9, 1.2, 1.15, 0.15, 0.0, 0.5, 0.02, (6, 3, 1, 1, 1, 3, 2)),
     "JP": RegionBehaviour(0.65, 0.5, 0.45, 0.7, 0.35, 0.0, 0.0, 0.04, (1, 1, 4, 4, 3, 1, 1)),
     "MENA": RegionBehaviour(0.8, 1.6, 0.9, 1.0, 0.3, 2.6, 0.3, 0.04, (2, 2, 2, 1, 4, 3, 1)),
 }

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.markets import COMPLIANCE_SENSITIVE, MARKETS, REGION_BEHAVIOUR
+from features.markets import CATEGORY_PRICE_USD, COMPLIANCE_SENSITIVE, MARKETS, REGION_BEHAVIOUR
 from features.schema import CATEGORIES, CHAT_TOPICS, REGIONS
 from features.world import World
 
@@ -101,7 +101,10 @@ def session_params(
     ship = ship[:, None] + 2.0 * (
         w.p_seller_market[lineup][None, :] != w.v_market[viewers][:, None]
     )
-    price_term = np.log(w.p_price_usd[lineup] * (1 - w.p_discount[lineup]) / 40.0)
+    # Price relative to what the category usually costs: cheap for its kind appeals
+    # to the price-sensitive, whatever the category.
+    ref = np.array([CATEGORY_PRICE_USD[c] for c in CATEGORIES])[cat]
+    price_term = np.log(w.p_price_usd[lineup] * (1 - w.p_discount[lineup]) / ref)
     noncompliant = (~w.p_compliant[lineup] & _SENSITIVE[cat]).astype(float)
     prime = np.exp(-0.5 * ((local_hours - 20.5) / 2.0) ** 2)
     mood = rng.uniform(size=n) < sigmoid(w.v_mood[viewers] + 0.5 * prime)

@@ -111,8 +111,9 @@ def test_base_rates_are_a_few_percent(small_world: Path) -> None:
     assert 0.02 <= overall <= 0.10, overall
     by_region = s.groupby("region")["bought"].mean()
     assert by_region.between(0.01, 0.16).all(), by_region.to_dict()
-    # Price-sensitive, discount-driven SEA converts most; patient Japan least.
-    assert by_region["SEA"] == by_region.max() and by_region["JP"] == by_region.min()
+    # Price-sensitive, discount-driven SEA converts most; slow deciders (JP, US) least.
+    assert by_region["SEA"] == by_region.max()
+    assert max(by_region["JP"], by_region["US"]) < min(by_region["EU"], by_region["MENA"])
 
 
 def _shown_truth(data_dir: Path) -> pd.DataFrame:
