@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 import typer
 
@@ -62,6 +63,9 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # Feast logs every registry refresh at INFO; ibis warns about its own API.
+    logging.getLogger("feast").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="ibis")
 
 
 if __name__ == "__main__":
