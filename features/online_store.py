@@ -19,13 +19,26 @@ importing the class and its config class, named ``<class>Config``, from this mod
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from feast.feature_view import FeatureView
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import extract_text_and_num
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
-from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
+from feast.infra.online_stores.sqlite import (
+    SqliteOnlineStore,
+    SqliteOnlineStoreConfig,
+    _quote_id,
+    _table_id,
+)
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
+from feast.utils import to_naive_utc
 from pydantic import StrictStr, field_validator
 
 WAL_SQLITE_TYPE = "features.online_store.WalSqliteOnlineStore"
@@ -66,6 +79,45 @@ class WalSqliteOnlineStore(SqliteOnlineStore):
             conn.execute("PRAGMA synchronous=NORMAL")
         assert self._conn is not None
         return self._conn
+
+    def online_write_batch(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]],
+        progress: Callable[[int], Any] | None,
+    ) -> None:
+        """Feast's upsert, sent as one ``executemany`` per batch instead of one
+        ``execute`` per feature value: the live aggregator writes thousands of
+        coalesced rows of ~30 features a second (DESIGN §8)."""
+        store = config.online_store
+        if store.vector_enabled or getattr(store, "enable_openai_compatible_store", False):
+            super().online_write_batch(config, table, data, progress)
+            return
+        conn = self._get_conn(config)
+        name = _table_id(
+            config.project, table, config.registry.enable_online_feature_view_versioning
+        )
+        sql = (
+            f"INSERT INTO {_quote_id(name)} "
+            "(entity_key, feature_name, value, value_text, event_ts, created_ts) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+            "value = excluded.value, value_text = excluded.value_text, "
+            "event_ts = excluded.event_ts, created_ts = excluded.created_ts;"
+        )
+        version = config.entity_key_serialization_version
+        params = []
+        for entity_key, values, timestamp, created_ts in data:
+            key = serialize_entity_key(entity_key, entity_key_serialization_version=version)
+            ts = to_naive_utc(timestamp)
+            created = to_naive_utc(created_ts) if created_ts is not None else None
+            for feature_name, val in values.items():
+                text, _ = extract_text_and_num(val, False)
+                params.append((key, feature_name, val.SerializeToString(), text, ts, created))
+        with conn:
+            conn.executemany(sql, params)
+        if progress:
+            progress(len(data))
 
 
 class RedisUrlOnlineStoreConfig(RedisOnlineStoreConfig):

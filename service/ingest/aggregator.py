@@ -86,6 +86,8 @@ class Aggregator:
         self.dedupe = DedupeWindow(self.limits.dedupe_window_s, self.limits.dedupe_max_ids)
         self.watermark = float("-inf")
         self._dirty: dict[str, dict[tuple[str, ...], float]] = {t: {} for t in _PUSH}
+        #: What the online store holds, per table and key (to write only changes).
+        self._written: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {t: {} for t in _PUSH}
         #: (viewer, room) -> time of the last event of that session visible online.
         self.last_applied: dict[tuple[str, str], float] = {}
         self._flush_task: asyncio.Task[None] | None = None
@@ -240,10 +242,7 @@ class Aggregator:
             if not taken:
                 return 0
             self._dirty = {t: ({} if t in taken else self._dirty[t]) for t in _PUSH}
-            rows = {
-                name: [(key, self.fold.rows(name, key), ts) for key, ts in d.items()]
-                for name, d in taken.items()
-            }
+            rows = {name: self._changed_rows(name, d) for name, d in taken.items()}
             written = 0
             if self.writer is not None:
                 try:
@@ -252,6 +251,7 @@ class Aggregator:
                     for name, d in taken.items():  # put them back, newer changes win
                         for key, ts in d.items():
                             self._dirty[name].setdefault(key, ts)
+                            self._written[name].pop(key, None)  # rewrite them whole
                     raise
             for key, _, ts in rows.get(VIEWER_LIVE.name, []):
                 viewer, room = key
@@ -261,6 +261,25 @@ class Aggregator:
             self.flushes += 1
             return written
 
+    def _changed_rows(
+        self, name: str, dirty: dict[tuple[str, ...], float]
+    ) -> list[tuple[tuple[str, ...], dict[str, Any], float]]:
+        """Each dirty key's columns that differ from what was last written."""
+        out = []
+        written = self._written[name]
+        for key, ts in dirty.items():
+            row = self.fold.rows(name, key)
+            prev = written.get(key)
+            if prev is None:
+                changed = row
+            else:
+                changed = {c: v for c, v in row.items() if not _same(prev.get(c), v)}
+                if not changed:
+                    continue
+            written[key] = row
+            out.append((key, changed, ts))
+        return out
+
     def _write(self, rows: dict[str, list[tuple[tuple[str, ...], dict[str, Any], float]]]) -> int:
         assert self.writer is not None
         return sum(self.writer.write(name, r) for name, r in rows.items())
@@ -269,6 +288,10 @@ class Aggregator:
     def present_viewers(self, room_id: str) -> list[str]:
         room = self.fold.rooms.get(room_id)
         return list(room.present) if room is not None else []
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b or (a != a and b != b)  # NaN equals NaN here
 
 
 def _rows(table: pa.Table) -> list[dict[str, Any]]:

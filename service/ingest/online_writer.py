@@ -55,13 +55,18 @@ class OnlineWriter:
     def write(
         self, table_name: str, rows: Iterable[tuple[tuple[str, ...], dict[str, Any], float]]
     ) -> int:
-        """``rows``: (key, columns, event time in epoch seconds). Returns rows written."""
+        """``rows``: (key, columns to set, event time in epoch seconds); returns rows written.
+
+        Only the columns given are written: Feast keeps one online record per
+        feature, so an unchanged feature need not be rewritten.
+        """
         table = BY_NAME[table_name]
+        kinds = table.columns
         now = datetime.now(UTC)
         data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]] = [
             (
                 entity_key(table, key),
-                {c: value_proto(kind, cols.get(c)) for c, kind in table.columns.items()},
+                {c: value_proto(kinds[c], v) for c, v in cols.items()},
                 datetime.fromtimestamp(ts, tz=UTC),
                 now,
             )
