@@ -1,0 +1,94 @@
+"""Prometheus metrics of the service, served on their own port.
+
+Each :class:`Metrics` has its own registry, so tests can run several servers in
+one process. With ``PROMETHEUS_MULTIPROC_DIR`` set (several worker processes),
+``serve(..., multiprocess=True)`` aggregates every worker's files through
+``MultiProcessCollector``; ``--workers`` itself is not implemented yet, so that path
+is untested. The switch is explicit, not the environment variable, because
+importing ``feast.metrics`` sets ``PROMETHEUS_MULTIPROC_DIR`` for its own use.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from service.domain import Flags
+
+_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "liverec_requests",
+            "RPCs answered, by method and status code.",
+            ["method", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "liverec_request_seconds",
+            "Server-side latency of answered RPCs.",
+            ["method"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "liverec_in_flight", "Scoring RPCs in flight.", registry=r, multiprocess_mode="livesum"
+        )
+        self.degraded = Counter(
+            "liverec_degraded_answers",
+            "Answers carrying a degradation flag, by flag.",
+            ["method", "flag"],
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "liverec_model_info",
+            "1 for the model version being served.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.model_swaps = Counter(
+            "liverec_model_swaps", "Model versions swapped in, by model.", ["model"], registry=r
+        )
+        self._versions: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._http: WSGIServer | None = None
+
+    def flags(self, method: str, f: Flags) -> None:
+        for name in ("cold_start", "stale_features", "missing_features", "fallback"):
+            if getattr(f, name):
+                self.degraded.labels(method, name).inc()
+
+    def served(self, model: str, version: str) -> None:
+        with self._lock:
+            old = self._versions.get(model)
+            if old is not None:
+                # Set to 0, not removed: removal is unsupported in multiprocess mode, which
+                # feast.metrics switches prometheus_client into when it is imported first.
+                self.model_version.labels(model, old).set(0)
+            self._versions[model] = version
+            self.model_version.labels(model, version).set(1)
+            self.model_swaps.labels(model).inc()
+
+    def serve(self, host: str, port: int, multiprocess: bool = False) -> int:
+        """Start the /metrics endpoint; the bound port (``port`` 0 picks a free one)."""
+        registry: CollectorRegistry = self.registry
+        if multiprocess:
+            from prometheus_client import multiprocess as mp
+
+            registry = CollectorRegistry()
+            mp.MultiProcessCollector(registry)
+        self._http, _ = start_http_server(port, addr=host, registry=registry)
+        return int(self._http.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

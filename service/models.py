@@ -1,0 +1,338 @@
+"""The model registry of the service: load the champions, check them, hot-swap them.
+
+For each registered model (``liverec-conversion``, ``liverec-next-product``) the
+version behind the ``champion`` alias is downloaded from MLflow, loaded, checked
+against its own parity sample (inputs and the calibrated outputs training
+expected) and only then swapped in: one reference assignment, so a call in
+flight keeps the model it started with and none is dropped. A version that fails
+to load or to match its sample is refused and remembered; the old one keeps
+serving. The last good copy is kept under ``models/<name>/`` and used at start
+when the registry cannot be reached.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
+from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
+
+log = logging.getLogger(__name__)
+
+#: Registered model name -> the feature-vector spec it reads.
+SPECS: dict[str, ModelSpec] = {CONVERSION_MODEL: CONVERSION, NEXT_PRODUCT_MODEL: NEXT_PRODUCT}
+VERSION_FILE = "version.json"
+#: models/<name>/current: the version of the last good copy.
+CURRENT_FILE = "current"
+PARITY_FILE = "parity.npz"
+MODEL_FILE = "model.onnx"
+
+
+class ScoringModel(Protocol):
+    """What serving needs of a model (``features.served_model.ServedModel``)."""
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities, one per row of a float32 matrix."""
+        ...
+
+
+class ModelSource(Protocol):
+    """Where champions come from (MLflow; a fake in tests)."""
+
+    def champion_version(self, name: str) -> str: ...
+
+    def download(self, name: str, version: str, dst: Path) -> Path: ...
+
+
+Loader = Callable[[Path], ScoringModel]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    name: str
+    version: str
+    model: ScoringModel
+    spec: ModelSpec
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(X)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray | None:
+        """Per-feature contributions (rows, features), log-odds, signed; ``None`` if the
+        model has no booster to explain it.
+
+        ``ServedModel.contributions`` keeps only the top positive ones; reasons also
+        report what pushed a score down, so this asks the booster for all of them.
+        """
+        booster = getattr(self.model, "booster", None)
+        if booster is None:
+            return None
+        out = booster().predict(np.asarray(X, dtype=np.float32), pred_contrib=True, num_threads=1)
+        return np.asarray(out, dtype=np.float64)[:, : len(self.spec.columns)]
+
+
+class ModelRejected(Exception):
+    """A model version that must not serve (load failure, spec or parity mismatch)."""
+
+
+class MlflowSource:
+    """Champions from an MLflow registry (imported lazily: MLflow is slow to import)."""
+
+    def __init__(self, tracking_uri: str, alias: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.alias = alias
+
+    def champion_version(self, name: str) -> str:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return str(client.get_model_version_by_alias(name, self.alias).version)
+
+    def download(self, name: str, version: str, dst: Path) -> Path:
+        import mlflow
+
+        path = mlflow.artifacts.download_artifacts(  # no global MLflow state is touched
+            artifact_uri=f"models:/{name}/{version}",
+            dst_path=str(dst),
+            tracking_uri=self.tracking_uri,
+            registry_uri=self.tracking_uri,
+        )
+        return Path(path)
+
+
+def find_artifact_dir(root: Path) -> Path:
+    """The folder holding ``model.onnx`` (artifacts may be nested one level or more)."""
+    if (root / MODEL_FILE).exists():
+        return root
+    for found in sorted(root.rglob(MODEL_FILE)):
+        return found.parent
+    raise ModelRejected(f"no {MODEL_FILE} under {root}")
+
+
+def check(name: str, directory: Path, loader: Loader) -> ScoringModel:
+    """Load ``directory`` and check it against its spec and its parity sample."""
+    spec = SPECS[name]
+    spec_file = directory / "spec.json"
+    if spec_file.exists():
+        declared = json.loads(spec_file.read_text()).get("columns")
+        if declared is not None and tuple(declared) != spec.columns:
+            raise ModelRejected(
+                f"{name}: spec.json columns differ from features.vector.{spec.name}"
+            )
+    try:
+        model = loader(directory)
+        booster = getattr(model, "booster", None)
+        if booster is not None:
+            booster()  # load the explainer now, not on the first call
+    except Exception as exc:
+        raise ModelRejected(f"{name}: load failed: {exc}") from exc
+    parity = directory / PARITY_FILE
+    if not parity.exists():
+        raise ModelRejected(f"{name}: no {PARITY_FILE} to check against")
+    own_check = getattr(model, "check_parity", None)
+    if own_check is not None:  # ServedModel's gate: the same check training ran
+        try:
+            own_check()
+        except Exception as exc:
+            raise ModelRejected(f"{name}: {exc}") from exc
+        return model
+    X, expected = _parity_arrays(np.load(parity))
+    if X.shape[1] != len(spec.columns):
+        raise ModelRejected(
+            f"{name}: parity inputs have {X.shape[1]} columns, spec {len(spec.columns)}"
+        )
+    try:
+        got = np.asarray(model.predict(X.astype(np.float32)), dtype=np.float64).ravel()
+    except Exception as exc:
+        raise ModelRejected(f"{name}: predict failed on the parity sample: {exc}") from exc
+    if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-5, rtol=1e-4):
+        worst = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else np.inf
+        raise ModelRejected(f"{name}: parity check failed (max abs difference {worst:.3g})")
+    return model
+
+
+def _parity_arrays(npz: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    keys = set(npz.keys())
+    x_key = next((k for k in ("X", "inputs", "x") if k in keys), None)
+    y_key = next((k for k in ("expected", "y", "outputs", "proba", "p") if k in keys), None)
+    if x_key is None or y_key is None:
+        raise ModelRejected(f"{PARITY_FILE}: expected inputs and outputs, found {sorted(keys)}")
+    return np.asarray(npz[x_key]), np.asarray(npz[y_key], dtype=np.float64).ravel()
+
+
+class ModelRegistry:
+    """The served version of each model, swapped atomically."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        loader: Loader,
+        source: ModelSource | None,
+        names: tuple[str, ...] = (CONVERSION_MODEL, NEXT_PRODUCT_MODEL),
+        registry_timeout_s: float = 20.0,
+    ) -> None:
+        self.models_dir = settings.models_dir
+        self.loader = loader
+        self.source = source
+        self.names = names
+        self._timeout = registry_timeout_s
+        self._current: dict[str, LoadedModel] = {}
+        self._refused: dict[str, str] = {}
+        self._lock = threading.Lock()  # one load at a time; reads never take it
+        self.on_swap: Callable[[LoadedModel], None] | None = None
+
+    def get(self, name: str) -> LoadedModel | None:
+        return self._current.get(name)
+
+    @property
+    def ready(self) -> bool:
+        return all(n in self._current for n in self.names)
+
+    def start(self) -> None:
+        """Load every champion, from the registry or else from the last good copy."""
+        for name in self.names:
+            try:
+                self._from_registry(name)
+            except Exception as exc:
+                log.warning(
+                    "model %s: registry unavailable or refused (%s); trying %s",
+                    name,
+                    exc,
+                    self.models_dir / name,
+                )
+                self._from_local(name)
+
+    def poll(self) -> dict[str, str]:
+        """Swap in any champion that moved; what happened per model (for logs and tests)."""
+        outcome: dict[str, str] = {}
+        for name in self.names:
+            try:
+                outcome[name] = self._from_registry(name)
+            except Exception as exc:
+                log.warning("model %s: poll failed: %s", name, exc)
+                outcome[name] = f"error: {exc}"
+        return outcome
+
+    def _with_timeout(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` or TimeoutError after ``registry_timeout_s`` (MLflow retries for minutes)."""
+        pool = cf.ThreadPoolExecutor(1, thread_name_prefix="registry")
+        try:
+            return pool.submit(fn).result(timeout=self._timeout)
+        finally:
+            pool.shutdown(wait=False)  # a hung registry call must not hold us
+
+    def _from_registry(self, name: str) -> str:
+        if self.source is None:
+            raise ModelRejected("no registry configured")
+        source = self.source
+        version = str(self._with_timeout(lambda: source.champion_version(name)))
+        current = self._current.get(name)
+        if current is not None and current.version == version:
+            return "unchanged"
+        if self._refused.get(name) == version:
+            return "refused earlier"
+        with self._lock, tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+            root = self._with_timeout(lambda: source.download(name, version, Path(tmp)))
+            # Loaded from its own folder under models/, never from the temp download: a
+            # model may read files after load (ServedModel reads booster.txt lazily).
+            directory = self._store(name, version, find_artifact_dir(Path(root)))
+            try:
+                model = check(name, directory, self.loader)
+            except ModelRejected as exc:
+                self._refused[name] = version
+                shutil.rmtree(directory, ignore_errors=True)
+                log.error(
+                    "model %s version %s refused, %s keeps serving: %s",
+                    name,
+                    version,
+                    current.version if current else "nothing",
+                    exc,
+                )
+                return "refused"
+            self._set_current(name, version)
+            self._swap(LoadedModel(name, version, model, SPECS[name]))
+            self._prune(name)
+        return "swapped"
+
+    def _from_local(self, name: str) -> None:
+        pointer = self.models_dir / name / CURRENT_FILE
+        if not pointer.exists():
+            log.error("model %s: no last good copy in %s; not serving it", name, pointer.parent)
+            return
+        version = pointer.read_text().strip()
+        directory = self.models_dir / name / version
+        try:
+            model = check(name, directory, self.loader)
+        except ModelRejected as exc:
+            log.error("model %s: last good copy in %s refused: %s", name, directory, exc)
+            return
+        log.warning(
+            "model %s: registry unreachable, serving last good copy v%s from %s",
+            name,
+            version,
+            directory,
+        )
+        self._swap(LoadedModel(name, version, model, SPECS[name]))
+
+    def _swap(self, loaded: LoadedModel) -> None:
+        old = self._current.get(loaded.name)
+        self._current[loaded.name] = loaded  # atomic: readers see old or new, never half
+        log.info(
+            "model %s: now serving version %s (was %s)",
+            loaded.name,
+            loaded.version,
+            old.version if old else "none",
+        )
+        if self.on_swap is not None:
+            try:
+                self.on_swap(loaded)
+            except Exception:
+                log.exception("model %s: swap hook failed (the swap itself stands)", loaded.name)
+
+    def _store(self, name: str, version: str, directory: Path) -> Path:
+        """Copy a downloaded version to ``models/<name>/<version>/`` (renamed into place)."""
+        target = self.models_dir / name / version
+        staging = self.models_dir / name / f".{version}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(directory, staging)
+        (staging / VERSION_FILE).write_text(
+            json.dumps({"name": name, "version": version, "saved_at": time.time()}) + "\n"
+        )
+        if target.exists():
+            current = self._current.get(name)
+            if current is not None and current.version == version:
+                return target  # the serving copy is never replaced under it
+            shutil.rmtree(target)
+        staging.rename(target)
+        return target
+
+    def _set_current(self, name: str, version: str) -> None:
+        """Point ``models/<name>/current`` at a checked version (the last good copy)."""
+        pointer = self.models_dir / name / CURRENT_FILE
+        tmp = pointer.with_name(f".{CURRENT_FILE}.tmp")
+        tmp.write_text(version + "\n")
+        tmp.replace(pointer)
+
+    def _prune(self, name: str) -> None:
+        """Keep the serving version and the one before it (still finishing calls)."""
+        folder = self.models_dir / name
+        keep = {v.version for v in (self._current.get(name),) if v is not None}
+        versions = sorted(
+            (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+        )
+        for path in versions[:-2]:
+            if path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)

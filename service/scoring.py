@@ -1,0 +1,311 @@
+"""The scoring core: questions in, answers out. Knows nothing of gRPC.
+
+Every answer is built from online rows assembled by :func:`features.vector.assemble`
+(the function training uses, so train and serve cannot drift) and scored by the
+model the registry serves at that moment (one reference taken per call, so a
+hot swap never mixes two versions in one answer). When the store is slow or
+down, or no model is loaded, the answer comes from a fallback (base rate,
+popularity) and says so in its flags; it is never late on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from features.tables import BY_NAME, PRODUCT_LIVE, ROOM_STATE, VIEWER_LIVE, VIEWER_PROFILE
+from features.vector import CONVERSION, EXPOSURE_OVERLAY, EXPOSURE_STAGE, NEXT_PRODUCT, assemble
+from service.domain import (
+    ConversionAnswer,
+    Deadline,
+    Flags,
+    Meta,
+    NextProductAnswer,
+    NextProductQuery,
+    ProfileAnswer,
+    ProfileQuery,
+    RankAnswer,
+    RankProductsQuery,
+    Reason,
+    ScoreConversionQuery,
+    ScoredProduct,
+    Segment,
+    ViewerScore,
+)
+from service.feast_reader import TS, Row
+from service.features_online import VIEWER_VIEWS, OnlineFeatures, Rows, judge
+from service.models import LoadedModel, ModelRegistry
+from service.reasons import explain, explain_room
+from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
+
+Cols = dict[str, Any]
+
+
+def view_columns(view: str, rows: Sequence[Row | None]) -> Cols:
+    """Rows of one view as ``<view>__<feature>`` columns: float64 with NaN for numbers,
+    objects with ``None`` for strings, where a row or a value is absent."""
+    out: Cols = {}
+    nan = float("nan")
+    for c, kind in BY_NAME[view].columns.items():
+        values = [r.get(c) if r else None for r in rows]
+        if kind == "string":
+            out[f"{view}__{c}"] = np.array(values, dtype=object)
+        else:
+            out[f"{view}__{c}"] = np.array([nan if v is None else v for v in values], np.float64)
+    return out
+
+
+class Scorer:
+    """The four questions of the contract, over online features and served models."""
+
+    def __init__(
+        self, settings: ServiceSettings, features: OnlineFeatures, models: ModelRegistry
+    ) -> None:
+        self.s = settings
+        self.features = features
+        self.models = models
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def segment(self, p: float) -> Segment:
+        if p >= self.s.segment_high_conversion:
+            return Segment.HIGH_CONVERSION
+        if p >= self.s.segment_high_potential:
+            return Segment.HIGH_POTENTIAL
+        return Segment.TO_BE_ACTIVATED
+
+    @staticmethod
+    def _meta(name: str, model: LoadedModel | None, items: Sequence[tuple[Flags, int]]) -> Meta:
+        flags = Flags()
+        age = 0
+        for f, a in items:
+            flags.merge(f)
+            age = max(age, a)
+        version = model.version if model is not None and not flags.fallback else ""
+        return Meta(model_name=name, model_version=version, feature_age_ms=age, flags=flags)
+
+    def _viewer_flags(self, rows: Rows, i: int, now: float) -> tuple[Flags, int]:
+        used = [(v, rows[v][i]) for v in VIEWER_VIEWS]
+        used.append((ROOM_STATE.name, rows[ROOM_STATE.name][0]))
+        judged = judge(used, now)
+        judged.flags.cold_start = rows[VIEWER_PROFILE.name][i] is None
+        return judged.flags, judged.age_ms
+
+    def _viewer_cols(self, rows: Rows, n_rows: int) -> Cols:
+        cols: Cols = {}
+        for view in VIEWER_VIEWS:
+            cols.update(view_columns(view, rows[view]))
+        room = rows[ROOM_STATE.name][0]
+        cols.update(view_columns(ROOM_STATE.name, [room] * n_rows))
+        return cols
+
+    # -- ScoreConversion ---------------------------------------------------------------
+
+    def score_conversion(self, q: ScoreConversionQuery, deadline: Deadline) -> ConversionAnswer:
+        model = self.models.get(CONVERSION_MODEL)
+        now = self.features.clock()
+        viewers = list(q.viewer_ids)
+        rows = self.features.fetch(self.features.viewer_request(viewers, q.room_id), deadline)
+        if rows is None or model is None:
+            return self._conversion_fallback(q, model, missing=rows is None)
+        X = assemble(CONVERSION, self._viewer_cols(rows, len(viewers)), now)
+        p = np.clip(np.asarray(model.predict(X), dtype=np.float64).ravel(), 0.0, 1.0)
+        contrib = model.contributions(X) if self.s.reasons_per_item else None
+        scores = []
+        for i, v in enumerate(viewers):
+            flags, age = self._viewer_flags(rows, i, now)
+            reasons = explain(
+                CONVERSION.columns,
+                X[i],
+                None if contrib is None else contrib[i],
+                self.s.reasons_per_item,
+            )
+            scores.append(
+                ViewerScore(v, float(p[i]), self.segment(float(p[i])), reasons, flags, age)
+            )
+        meta = self._meta(CONVERSION_MODEL, model, [(s.flags, s.feature_age_ms) for s in scores])
+        return ConversionAnswer(scores, meta)
+
+    def _conversion_fallback(
+        self, q: ScoreConversionQuery, model: LoadedModel | None, missing: bool
+    ) -> ConversionAnswer:
+        p = self.s.fallback_conversion_rate
+        scores = [
+            ViewerScore(
+                v, p, self.segment(p), [], Flags(fallback=True, missing_features=missing), 0
+            )
+            for v in q.viewer_ids
+        ]
+        meta = self._meta(CONVERSION_MODEL, model, [(s.flags, 0) for s in scores])
+        return ConversionAnswer(scores, meta)
+
+    # -- RankProducts ------------------------------------------------------------------
+
+    def rank_products(self, q: RankProductsQuery, deadline: Deadline) -> RankAnswer:
+        model = self.models.get(NEXT_PRODUCT_MODEL)
+        now = self.features.clock()
+        cands = list(q.candidates)
+        n = len(cands)
+        stats, stats_ok = self.features.products(cands, deadline)
+        request = self.features.viewer_request([q.viewer_id], q.room_id)
+        request[PRODUCT_LIVE.name] = [(p, q.room_id) for p in cands]
+        rows = self.features.fetch(request, deadline)
+        if rows is None or model is None:
+            return RankAnswer(*self._popularity(cands, q.top_k, model, missing=rows is None))
+        repeated = {v: rows[v] * n for v in VIEWER_VIEWS}
+        repeated[ROOM_STATE.name] = rows[ROOM_STATE.name]
+        cols = self._viewer_cols(repeated, n)
+        cols.update(view_columns("product_stats", stats))
+        cols.update(view_columns(PRODUCT_LIVE.name, rows[PRODUCT_LIVE.name]))
+        cols["product_id"] = np.array(cands, dtype=object)
+        X = assemble(NEXT_PRODUCT, cols, now, EXPOSURE_OVERLAY)
+        p = np.clip(np.asarray(model.predict(X), dtype=np.float64).ravel(), 0.0, 1.0)
+        top = sorted(range(n), key=lambda i: (-p[i], cands[i]))[: q.top_k]
+        contrib = model.contributions(X[top]) if self.s.reasons_per_item and top else None
+        viewer_flags, viewer_age = self._viewer_flags(rows, 0, now)
+        products = []
+        ages = []
+        for rank, i in enumerate(top):
+            judged = judge(
+                [("product_stats", stats[i]), (PRODUCT_LIVE.name, rows[PRODUCT_LIVE.name][i])], now
+            )
+            flags = judged.flags.merge(viewer_flags)
+            flags.cold_start |= stats[i] is None and stats_ok
+            flags.missing_features |= stats[i] is None and not stats_ok
+            reasons = explain(
+                NEXT_PRODUCT.columns,
+                X[i],
+                None if contrib is None else contrib[rank],
+                self.s.reasons_per_item,
+            )
+            products.append(ScoredProduct(cands[i], float(p[i]), reasons, flags))
+            ages.append(max(judged.age_ms, viewer_age))
+        items = [(sp.flags, a) for sp, a in zip(products, ages, strict=True)]
+        if not items:
+            items = [(viewer_flags, viewer_age)]
+        return RankAnswer(products, self._meta(NEXT_PRODUCT_MODEL, model, items))
+
+    def _popularity(
+        self, cands: list[str], top_k: int, model: LoadedModel | None, missing: bool
+    ) -> tuple[list[ScoredProduct], Meta]:
+        """Fallback ranking: historical purchase rate from the product cache."""
+        pop = self.features.popularity(cands)
+        order = sorted(range(len(cands)), key=lambda i: (-pop[i], cands[i]))[:top_k]
+        products = [
+            ScoredProduct(
+                cands[i],
+                min(max(pop[i], 0.0), 1.0),
+                [],
+                Flags(fallback=True, missing_features=missing),
+            )
+            for i in order
+        ]
+        items = [(sp.flags, 0) for sp in products] or [(Flags(fallback=True), 0)]
+        return products, self._meta(NEXT_PRODUCT_MODEL, model, items)
+
+    # -- RecommendNextProduct ----------------------------------------------------------
+
+    def recommend_next_product(self, q: NextProductQuery, deadline: Deadline) -> NextProductAnswer:
+        """Expected buyers per candidate if it goes on stage now, over the viewers present."""
+        model = self.models.get(NEXT_PRODUCT_MODEL)
+        now = self.features.clock()
+        cands = list(q.candidates)
+        present = self.features.present_viewers(q.room_id, deadline)
+        if present is None or not present or model is None:
+            products, meta = self._popularity(cands, q.top_k, model, missing=present is None)
+            return NextProductAnswer(products, len(present or ()), meta)
+        viewers = sorted(present)[: self.s.max_present_viewers]
+        stats, stats_ok = self.features.products(cands, deadline)
+        request = self.features.viewer_request(viewers, q.room_id)
+        request[PRODUCT_LIVE.name] = [(p, q.room_id) for p in cands]
+        rows = self.features.fetch(request, deadline)
+        if rows is None:
+            products, meta = self._popularity(cands, q.top_k, model, missing=True)
+            return NextProductAnswer(products, len(viewers), meta)
+        nv, nc = len(viewers), len(cands)
+        # Row r = viewer r // nc, candidate r % nc.
+        cols = {k: np.repeat(v, nc) for k, v in self._viewer_cols(rows, nv).items()}
+        for k, v in view_columns("product_stats", stats).items():
+            cols[k] = np.tile(v, nv)
+        for k, v in view_columns(PRODUCT_LIVE.name, rows[PRODUCT_LIVE.name]).items():
+            cols[k] = np.tile(v, nv)
+        cols["product_id"] = np.tile(np.array(cands, dtype=object), nv)
+        X = assemble(NEXT_PRODUCT, cols, now, EXPOSURE_STAGE)
+        P = np.clip(np.asarray(model.predict(X), dtype=np.float64).reshape(nv, nc), 0.0, 1.0)
+        expected = P.sum(axis=0)
+        score = expected / nv
+        top = sorted(range(nc), key=lambda j: (-score[j], cands[j]))[: q.top_k]
+        room_flags = Flags()
+        room_age = 0
+        for i in range(nv):
+            f, a = self._viewer_flags(rows, i, now)
+            room_flags.stale_features |= f.stale_features
+            room_age = max(room_age, a)
+        products = []
+        ages = []
+        for j in top:
+            judged = judge(
+                [("product_stats", stats[j]), (PRODUCT_LIVE.name, rows[PRODUCT_LIVE.name][j])], now
+            )
+            flags = judged.flags.merge(room_flags)
+            flags.cold_start |= stats[j] is None and stats_ok
+            flags.missing_features |= stats[j] is None and not stats_ok
+            reasons: list[Reason] = []
+            if self.s.reasons_per_item:
+                Xj = X[j::nc]
+                reasons = explain_room(
+                    NEXT_PRODUCT.columns, Xj, model.contributions(Xj), self.s.reasons_per_item
+                )
+            products.append(
+                ScoredProduct(cands[j], float(score[j]), reasons, flags, float(expected[j]))
+            )
+            ages.append(max(judged.age_ms, room_age))
+        items = [(sp.flags, a) for sp, a in zip(products, ages, strict=True)]
+        return NextProductAnswer(products, nv, self._meta(NEXT_PRODUCT_MODEL, model, items))
+
+    # -- GetViewerProfile --------------------------------------------------------------
+
+    def viewer_profile(self, q: ProfileQuery, deadline: Deadline) -> ProfileAnswer:
+        model = self.models.get(CONVERSION_MODEL)
+        now = self.features.clock()
+        room = q.room_id
+        if room is None:
+            room = self._current_room(q.viewer_id, deadline)
+        request = self.features.viewer_request([q.viewer_id], room or "")
+        if room is None:
+            del request[VIEWER_LIVE.name], request[ROOM_STATE.name]
+        rows = self.features.fetch(request, deadline)
+        if rows is None:
+            flags = Flags(missing_features=True, fallback=True)
+            meta = self._meta(CONVERSION_MODEL, model, [(flags, 0)])
+            return ProfileAnswer(q.viewer_id, room, {}, Segment.UNSPECIFIED, None, now, meta)
+        one = {view: r[0] for view, r in rows.items()}
+        judged = judge(one.items(), now)
+        judged.flags.cold_start = one.get(VIEWER_PROFILE.name) is None and all(
+            one.get(v) is None for v in VIEWER_VIEWS
+        )
+        live = one.get(VIEWER_LIVE.name)
+        segment = Segment.UNSPECIFIED
+        flags = judged.flags
+        if live is not None and room is not None:
+            answer = self.score_conversion(ScoreConversionQuery(room, (q.viewer_id,)), deadline)
+            segment = answer.scores[0].segment
+            flags.merge(answer.scores[0].flags)
+        last = live.get("last_event_ts") if live else None
+        last_ts = float(last) if last is not None and not np.isnan(last) else None
+        meta = self._meta(CONVERSION_MODEL, model, [(flags, judged.age_ms)])
+        return ProfileAnswer(q.viewer_id, room, one, segment, last_ts, now, meta)
+
+    def _current_room(self, viewer_id: str, deadline: Deadline) -> str | None:
+        """The room the viewer is present in now (from the roster), if any."""
+        # The roster only knows present viewers; "the room last in" needs the aggregator.
+        roster = self.features.present_viewers_all(deadline) or {}
+        for room, viewers in sorted(roster.items()):
+            if viewer_id in viewers:
+                return room
+        return None
+
+
+__all__ = ["TS", "Scorer"]

@@ -1,0 +1,183 @@
+"""The real serving path: LightGBM -> ONNX artifacts in MLflow -> ServedModel -> gRPC.
+
+Composed exactly as ``liverec serve`` composes it (:func:`service.cli.build_app`):
+Feast online store, MLflow champions, ``features.served_model.ServedModel``. The
+boosters are trained on synthetic rows (deterministic, one thread) only to have a
+real artifact; their predictions mean nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.served_model import ServedModel
+from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
+from service.cli import build_app
+from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
+from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL
+from tests.service.conftest import RPC_S, ServerThread, World, make_settings
+
+
+def _served_dir(directory: Path, spec: ModelSpec, seed: int) -> Path:
+    import lightgbm as lgb
+
+    from training.export import write_served
+
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 3, size=(2000, len(spec.columns))).astype(np.float32)
+    X[rng.random(X.shape) < 0.05] = np.nan
+    y = np.nan_to_num(X[:, spec.columns.index("carts")]) + rng.normal(0, 1, len(X)) > 2.5
+    params = {
+        "objective": "binary",
+        "deterministic": True,
+        "num_threads": 1,
+        "verbose": -1,
+        "seed": seed,
+        "num_leaves": 7,
+    }
+    booster = lgb.train(params, lgb.Dataset(X, y.astype(int)), num_boost_round=15)
+    calibrator = {"kind": "platt", "a": 1.0, "b": 0.0, "in_graph": True}
+    served = {
+        "model": spec.name,
+        "feature_service": spec.feature_service,
+        "columns": list(spec.columns),
+    }
+    return write_served(directory, booster, calibrator, served, X[:64])
+
+
+def _register(uri: str, tmp: Path, name: str, spec: ModelSpec, seed: int) -> str:
+    """Log and register like training.register does (served files as extra_files)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    served = _served_dir(tmp / f"{name}-{seed}", spec, seed)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.set_experiment(name)
+    with mlflow.start_run(experiment_id=experiment.experiment_id):
+        info = mlflow.lightgbm.log_model(
+            ServedModel.load(served).booster(),
+            name="model",
+            extra_files=sorted(str(p) for p in served.iterdir()),
+            registered_model_name=name,
+        )
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, "champion", version)
+    return version
+
+
+@pytest.fixture(scope="module")
+def real(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    tmp = tmp_path_factory.mktemp("real")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    for name, spec in ((CONVERSION_MODEL, CONVERSION), (NEXT_PRODUCT_MODEL, NEXT_PRODUCT)):
+        _register(uri, tmp, name, spec, seed=1)
+    settings = make_settings(world, tmp, mlflow_tracking_uri=uri)
+    server = ServerThread(lambda: build_app(settings))
+    server.wait_serving()
+    server.uri = uri  # type: ignore[attr-defined]
+    server.tmp = tmp  # type: ignore[attr-defined]
+    yield server
+    server.close()
+
+
+def test_real_models_answer_every_scoring_rpc(real: ServerThread, world: World) -> None:
+    scores = real.stub.ScoreConversion(
+        pb.ScoreConversionRequest(room_id=world.room, viewer_ids=world.present[:10]), timeout=RPC_S
+    )
+    assert scores.meta.model.version == "1"
+    assert not scores.meta.flags.fallback
+    assert all(0 <= s.probability <= 1 for s in scores.scores)
+    assert any(s.reasons for s in scores.scores)
+    ranked = real.stub.RankProducts(
+        pb.RankProductsRequest(
+            room_id=world.room,
+            viewer_id=world.present[0],
+            candidate_product_ids=world.products[:50],
+        ),
+        timeout=RPC_S,
+    )
+    assert len(ranked.products) == 10 and ranked.meta.model.name == NEXT_PRODUCT_MODEL
+    nxt = real.stub.RecommendNextProduct(
+        pb.RecommendNextProductRequest(
+            room_id=world.room, candidate_product_ids=world.products[:10]
+        ),
+        timeout=RPC_S,
+    )
+    assert nxt.viewers_present == len(world.present)
+    assert nxt.products[0].expected_conversions > 0
+
+
+def test_real_model_hot_swap_follows_the_alias(real: ServerThread, world: World) -> None:
+    version = _register(real.uri, real.tmp, NEXT_PRODUCT_MODEL, NEXT_PRODUCT, seed=2)  # type: ignore[attr-defined]
+    assert real.app.models.poll()[NEXT_PRODUCT_MODEL] == "swapped"
+    ranked = real.stub.RankProducts(
+        pb.RankProductsRequest(
+            room_id=world.room, viewer_id=world.present[0], candidate_product_ids=world.products[:5]
+        ),
+        timeout=RPC_S,
+    )
+    assert ranked.meta.model.version == version
+
+
+def test_liverec_serve_writes_the_ready_file_and_drains_on_sigterm(
+    real: ServerThread, world: World, tmp_path: Path
+) -> None:
+    """The real CLI in its own process: ready file once SERVING, SIGTERM -> clean exit."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    ready = tmp_path / "ready.json"
+    env = {
+        **os.environ,
+        "LIVEREC_DATA_DIR": str(world.data_dir),
+        "LIVEREC_MLFLOW_TRACKING_URI": real.uri,  # type: ignore[attr-defined]
+        "LIVEREC_MODELS_DIR": str(tmp_path / "models"),
+        "LIVEREC_METRICS_PORT": "0",
+    }
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(root / "liverec.py"),
+            "serve",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The ready file is the readiness signal of a process we cannot call into.
+        give_up = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < give_up, "no ready file after 120 s"
+            time.sleep(0.1)
+        info = json.loads(ready.read_text())
+        assert info["pid"] == proc.pid and info["metrics_port"] > 0
+        with grpc.insecure_channel(f"127.0.0.1:{info['grpc_port']}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=RPC_S)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
