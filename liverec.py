@@ -23,8 +23,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "models": ("training.cli", "models_app", "List, promote and roll back model aliases."),
     "serve": ("service.cli", "serve_app", "Run the gRPC scoring service."),
     "replay": ("service.cli", "replay_app", "Replay a simulated stream into a server."),
-    "demo": ("service.cli", "demo_app", "End-to-end demo on the embedded default."),
-    "bench": ("service.cli", "bench_app", "Benchmark against the alternatives."),
+    "demo": ("service.demo", "demo_app", "End-to-end demo on the embedded default."),
+    "bench": ("service.bench.cli", "bench_app", "Benchmark against the alternatives."),
 }
 
 app = typer.Typer(

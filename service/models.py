@@ -74,13 +74,12 @@ class LoadedModel:
         model has no booster to explain it.
 
         ``ServedModel.contributions`` keeps only the top positive ones; reasons also
-        report what pushed a score down, so this asks the booster for all of them.
+        report what pushed a score down, so this asks the path explainer for all of them.
         """
-        booster = getattr(self.model, "booster", None)
-        if booster is None:
+        explainer = getattr(self.model, "explainer", None)
+        if explainer is None:
             return None
-        out = booster().predict(np.asarray(X, dtype=np.float32), pred_contrib=True, num_threads=1)
-        return np.asarray(out, dtype=np.float64)[:, : len(self.spec.columns)]
+        return np.asarray(explainer().contributions(X), dtype=np.float64)
 
 
 class ModelRejected(Exception):
@@ -133,9 +132,9 @@ def check(name: str, directory: Path, loader: Loader) -> ScoringModel:
             )
     try:
         model = loader(directory)
-        booster = getattr(model, "booster", None)
-        if booster is not None:
-            booster()  # load the explainer now, not on the first call
+        explainer = getattr(model, "explainer", None)
+        if explainer is not None:
+            explainer()  # build the explainer now, not on the first call
     except Exception as exc:
         raise ModelRejected(f"{name}: load failed: {exc}") from exc
     parity = directory / PARITY_FILE

@@ -1,0 +1,175 @@
+"""Measurements over gRPC on loopback against a ``liverec serve`` subprocess.
+
+Every latency comes from :mod:`service.bench.loadgen` (open loop, from the due
+time); every window records the CPU of the generator and of the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.bench import loadgen, procstat
+from service.bench.serverproc import ServerProcess
+from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
+from service.generated.livecommerce.v1 import live_recommender_pb2_grpc as pb_grpc
+
+#: Deadline of every RankProducts and empty call (the server's own default is 1 s).
+DEADLINE_S = 1.0
+#: Room-level calls get longer, so a slow answer is measured rather than cut off.
+ROOM_DEADLINE_S = 60.0
+
+
+@dataclass
+class Calls:
+    """Ready-made requests of one benchmark (built once, reused by every call)."""
+
+    rank: pb.RankProductsRequest
+    score: pb.ScoreConversionRequest
+    next_product: pb.RecommendNextProductRequest
+
+
+class Client:
+    """Stubs over ``channels`` connections to one server."""
+
+    def __init__(self, address: str, channels: int) -> None:
+        self.channels = loadgen.open_channels(address, channels)
+        self.stubs = [pb_grpc.LiveRecommenderStub(c) for c in self.channels]
+        self.health = [health_pb2_grpc.HealthStub(c) for c in self.channels]
+
+    def rank(self, req: pb.RankProductsRequest) -> loadgen.Call:
+        return lambda i: self.stubs[i].RankProducts(req, timeout=DEADLINE_S)
+
+    def score(self, req: pb.ScoreConversionRequest) -> loadgen.Call:
+        return lambda i: self.stubs[i].ScoreConversion(req, timeout=ROOM_DEADLINE_S)
+
+    def next_product(self, req: pb.RecommendNextProductRequest) -> loadgen.Call:
+        return lambda i: self.stubs[i].RecommendNextProduct(req, timeout=ROOM_DEADLINE_S)
+
+    def empty(self) -> loadgen.Call:
+        req = health_pb2.HealthCheckRequest(service="")
+        return lambda i: self.health[i].Check(req, timeout=DEADLINE_S)
+
+    async def close(self) -> None:
+        for c in self.channels:
+            await c.close()
+
+
+async def measured(
+    server: ServerProcess, call: loadgen.Call, rate: float, duration_s: float, channels: int
+) -> dict[str, Any]:
+    """One open-loop run with the CPU of both sides over the same window."""
+    with procstat.CpuMeter(server.pid) as meter:
+        run = await loadgen.run_open_loop(call, rate, duration_s, channels)
+    assert meter.window is not None
+    out = run.summary()
+    out["cpu"] = meter.window.as_dict()
+    calls = max(1, len(run.latencies_s))
+    out["server_cpu_ms_per_call"] = meter.window.server_cpu_s / calls * 1000.0
+    return out
+
+
+async def measured_rank(
+    server: ServerProcess, calls: Calls, rate: float, duration_s: float, channels: int
+) -> dict[str, Any]:
+    client = Client(server.address, channels)
+    try:
+        return await measured(server, client.rank(calls.rank), rate, duration_s, channels)
+    finally:
+        await client.close()
+
+
+async def warm(call: loadgen.Call, n: int, channels: int) -> None:
+    await loadgen.run_closed_loop(call, n, channels)
+
+
+async def rank_suite(
+    server: ServerProcess,
+    calls: Calls,
+    rates: list[float],
+    duration_s: float,
+    channels: int,
+    ceiling_ms: float = 10.0,
+    search: list[float] | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """RankProducts at fixed rates, the empty-call floor beside it, and the highest rate
+    (of ``search``) whose p99 stays under ``ceiling_ms`` with no errors."""
+    client = Client(server.address, channels)
+    rank = client.rank(calls.rank)
+    try:
+        await warm(rank, 300, channels)
+        await warm(client.empty(), 300, channels)
+        out: dict[str, Any] = {"rates": {}, "floor": {}}
+        for rate in rates:
+            echo(f"  RankProducts at {rate:.0f}/s ...")
+            out["rates"][str(int(rate))] = await measured(server, rank, rate, duration_s, channels)
+            echo(f"  empty call at {rate:.0f}/s ...")
+            out["floor"][str(int(rate))] = await measured(
+                server, client.empty(), rate, duration_s, channels
+            )
+        best = None
+        top = out["rates"][str(int(max(rates)))] if rates else None
+        if top is not None and (top["latency"]["p99_ms"] >= ceiling_ms or top["errors"]):
+            search = []  # already over the ceiling at a fixed rate: no point going higher
+        for rate in search or []:
+            key = str(int(rate))
+            if key not in out["rates"]:
+                echo(f"  RankProducts at {rate:.0f}/s (search) ...")
+                out["rates"][key] = await measured(server, rank, rate, duration_s, channels)
+            r = out["rates"][key]
+            if r["latency"]["p99_ms"] < ceiling_ms and not r["errors"]:
+                best = rate
+            else:
+                break
+        out["max_rate_p99_under_ms"] = {"ceiling_ms": ceiling_ms, "rate": best}
+        return out
+    finally:
+        await client.close()
+
+
+async def room_suite(
+    server: ServerProcess,
+    calls: Calls,
+    score_rate: float,
+    next_calls: int,
+    duration_s: float,
+    channels: int,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """ScoreConversion open loop at ``score_rate``; RecommendNextProduct ``next_calls``
+    times one after another (a 2,000-viewer room can take longer than any sane interval,
+    and queued calls would keep the server busy long after the window)."""
+    client = Client(server.address, channels)
+    try:
+        score = client.score(calls.score)
+        nxt = client.next_product(calls.next_product)
+        await warm(score, 2, channels)
+        probe = await client.stubs[0].RecommendNextProduct(
+            calls.next_product, timeout=ROOM_DEADLINE_S
+        )
+        echo(f"  ScoreConversion({len(calls.score.viewer_ids)}) at {score_rate:.0f}/s ...")
+        s = await measured(server, score, score_rate, duration_s, channels)
+        echo(
+            f"  RecommendNextProduct({probe.viewers_present} x "
+            f"{len(calls.next_product.candidate_product_ids)}) x{next_calls}, one at a time ..."
+        )
+        with procstat.CpuMeter(server.pid) as meter:
+            run = await loadgen.run_closed_loop(nxt, next_calls, 1)
+        assert meter.window is not None
+        n = run.summary()
+        n["mode"] = "closed loop, one call at a time"
+        n["cpu"] = meter.window.as_dict()
+        n["viewers_present"] = probe.viewers_present
+        n["fallback"] = probe.meta.flags.fallback
+        return {"score_conversion": s, "next_product": n}
+    finally:
+        await client.close()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

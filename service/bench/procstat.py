@@ -1,0 +1,148 @@
+"""CPU time and memory of processes, read from ``/proc`` (Linux).
+
+Used to tell whether the load generator and the server had to share a core
+during a measurement window, to give the server's CPU cost per call, and its
+peak resident memory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    task_dir = Path(f"/proc/{pid}/task")
+    try:
+        tasks = list(task_dir.iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            out.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (a server with workers is a process tree)."""
+    seen = [pid]
+    i = 0
+    while i < len(seen):
+        seen.extend(c for c in _children(seen[i]) if c not in seen)
+        i += 1
+    return seen
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the ")": state is field 3, utime 14 and stime 15 (1-based) -> index 11, 12.
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return sum(cpu_seconds(p) for p in tree(pid))
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy CPU seconds, total CPU seconds) of the whole machine since boot."""
+    parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    vals = [int(x) for x in parts[:8]]
+    idle = vals[3] + vals[4]  # idle + iowait
+    total = sum(vals)
+    return (total - idle) / _TICK, total / _TICK
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set (VmHWM) of a process tree, MiB (summed over its processes)."""
+    total = 0.0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024.0
+        except OSError:
+            continue
+    return total
+
+
+@dataclass
+class CpuWindow:
+    """CPU use of the generator, the server and everyone else over one window."""
+
+    wall_s: float
+    client_cpu_s: float
+    server_cpu_s: float
+    machine_busy_s: float
+    cores: int
+
+    @property
+    def client_cores(self) -> float:
+        return self.client_cpu_s / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def server_cores(self) -> float:
+        return self.server_cpu_s / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def other_cores(self) -> float:
+        if not self.wall_s:
+            return 0.0
+        return max(0.0, self.machine_busy_s / self.wall_s - self.client_cores - self.server_cores)
+
+    @property
+    def shared_core(self) -> bool:
+        """True when the CPUs were (nearly) saturated: generator, server and the other
+        tenants of the machine needed about every core, so they took turns on them."""
+        used = self.client_cores + self.server_cores + self.other_cores
+        return used >= 0.9 * self.cores
+
+    def as_dict(self) -> dict[str, float | int | bool]:
+        return {
+            "wall_s": self.wall_s,
+            "client_cores": round(self.client_cores, 3),
+            "server_cores": round(self.server_cores, 3),
+            "other_cores": round(self.other_cores, 3),
+            "cores": self.cores,
+            "shared_core": self.shared_core,
+        }
+
+
+class CpuMeter:
+    """``with CpuMeter(server_pid) as m: ...`` then ``m.window``."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.window: CpuWindow | None = None
+
+    def _sample(self) -> tuple[float, float, float, float]:
+        server = tree_cpu_seconds(self.server_pid) if self.server_pid else 0.0
+        busy, _ = machine_busy_seconds()
+        return time.perf_counter(), cpu_seconds(os.getpid()), server, busy
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._sample()
+        d = [b - a for a, b in zip(self._start, end, strict=True)]
+        self.window = CpuWindow(d[0], d[1], d[2], d[3], cores())

@@ -1,0 +1,75 @@
+"""The open-loop generator's scheduling and statistics (no clocks, no timing assertions)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from service.bench import loadgen
+from service.bench.procstat import CpuWindow
+
+
+def test_the_schedule_is_fixed_by_rate_and_duration_alone() -> None:
+    due = loadgen.schedule(500, 2.0)
+    assert len(due) == 1000
+    assert due[0] == 0.0 and due[1] == pytest.approx(0.002)
+    assert np.allclose(np.diff(due), 1 / 500)
+    assert due[-1] < 2.0
+    assert len(loadgen.schedule(3, 1.0)) == 3 and len(loadgen.schedule(3, 1.01)) == 4
+    assert len(loadgen.schedule(0, 5.0)) == 0
+
+
+def test_requests_go_round_robin_over_the_channels() -> None:
+    assert [loadgen.channel_of(i, 3) for i in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_a_generator_that_fell_behind_sends_everything_overdue_never_skips() -> None:
+    due = loadgen.schedule(100, 1.0)  # 0.00, 0.01, ...
+    assert loadgen.due_now(due, 0, 0.0) == 1  # only the first is due at t=0
+    assert loadgen.due_now(due, 1, 0.0095) == 1  # nothing new yet
+    assert loadgen.due_now(due, 1, 0.0505) == 6  # a 40 ms stall: five at once
+    assert loadgen.due_now(due, 100, 5.0) == 100  # done
+
+
+def test_latency_counts_from_the_due_time_so_a_stall_shows() -> None:
+    """A fake call that blocks the whole generator once: every request due during the stall
+    is late, and the lateness is in its latency (no clock: a scripted perf_counter)."""
+
+    now = [0.0]
+    stalled = [False]
+
+    async def call(channel: int) -> None:
+        return None
+
+    async def sleep(s: float) -> None:
+        await asyncio.sleep(0)  # first let the calls just sent run (and stamp their latency)
+        now[0] += s
+        if now[0] >= 0.045 and not stalled[0]:  # at t=0.05 the generator stalls 100 ms
+            stalled[0] = True
+            now[0] += 0.1
+
+    run = asyncio.run(
+        loadgen.run_open_loop(call, 100, 0.5, channels=2, clock=lambda: now[0], sleep=sleep)
+    )
+    assert run.sent == 50 and not run.errors
+    lat = np.sort(run.latencies_s)
+    # Due at 0.05 .. 0.15, all sent at 0.15: late by 100 ms down to 0 ms.
+    assert lat[-1] == pytest.approx(0.1, abs=1e-6), lat[-12:]
+    assert int(np.sum(lat > 1e-6)) == 10
+
+
+def test_percentiles_hold_back_p999_below_100k_samples() -> None:
+    small = loadgen.percentiles(np.full(1000, 0.001))
+    assert small.p50_ms == pytest.approx(1.0) and small.p999_ms is None
+    big = loadgen.percentiles(np.linspace(0, 0.1, loadgen.P999_MIN_SAMPLES))
+    assert big.p999_ms is not None and big.p999_ms > big.p99_ms
+    assert loadgen.percentiles([]).n == 0
+
+
+def test_a_saturated_machine_means_the_generator_and_server_shared_a_core() -> None:
+    assert CpuWindow(10, 9, 9, 19, cores=2).shared_core
+    assert not CpuWindow(10, 3, 4, 8, cores=2).shared_core
+    busy = CpuWindow(10, 3, 4, 18, cores=2)  # others used 1.1 cores meanwhile
+    assert busy.other_cores == pytest.approx(1.1) and busy.shared_core
