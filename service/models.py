@@ -101,12 +101,14 @@ class MlflowSource:
 
     def download(self, name: str, version: str, dst: Path) -> Path:
         import mlflow
+        from mlflow import MlflowClient
 
+        # Resolved with a client bound to our URI: MLflow's own `models:/` resolution
+        # reads only the process-wide registry URI (./mlflow.db when none is set).
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        location = client.get_model_version_download_uri(name, version)
         path = mlflow.artifacts.download_artifacts(  # no global MLflow state is touched
-            artifact_uri=f"models:/{name}/{version}",
-            dst_path=str(dst),
-            tracking_uri=self.tracking_uri,
-            registry_uri=self.tracking_uri,
+            artifact_uri=location, dst_path=str(dst), tracking_uri=self.tracking_uri
         )
         return Path(path)
 
