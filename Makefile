@@ -66,8 +66,8 @@ train: $(STAMP) ## Train, evaluate and register the models in MLflow
 serve: $(STAMP) ## Start the gRPC service
 	$(LIVEREC) serve
 
-demo: $(STAMP) ## Run the end-to-end demo
-	$(LIVEREC) demo
+demo: $(STAMP) ## The main job: simulate+train if needed, serve, replay a stream live, show answers (SIZE=tiny for seconds)
+	$(LIVEREC) demo --size $(SIZE)
 
 bench: $(STAMP) ## Run the benchmark (BENCH_ARGS=--smoke for a quick run)
 	$(LIVEREC) bench $(BENCH_ARGS)

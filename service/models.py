@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -92,6 +93,8 @@ class MlflowSource:
     def __init__(self, tracking_uri: str, alias: str) -> None:
         self.tracking_uri = tracking_uri
         self.alias = alias
+        # A server's log is no place for MLflow's download progress bars.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     def champion_version(self, name: str) -> str:
         from mlflow import MlflowClient

@@ -257,12 +257,26 @@ def _generic(feature: str, v: float) -> tuple[str, dict[str, str], str]:
     )
 
 
+#: Features that explain nothing to a host: the same for every candidate of a call.
+_SILENT = frozenset({"exposure_kind"})
+
+
+def _audible(columns: Sequence[str], contrib: np.ndarray) -> np.ndarray:
+    silent = [j for j, c in enumerate(columns) if c in _SILENT]
+    if not silent:
+        return contrib
+    out = np.array(contrib, dtype=np.float64, copy=True)
+    out[..., silent] = 0.0
+    return out
+
+
 def explain(
     columns: Sequence[str], x: np.ndarray, contrib: np.ndarray | None, n: int
 ) -> list[Reason]:
     """The ``n`` strongest contributions of one row, strongest first."""
     if contrib is None or n <= 0:
         return []
+    contrib = _audible(columns, contrib)
     order = np.argsort(-np.abs(contrib), kind="stable")[:n]
     out: list[Reason] = []
     for j in order:
@@ -305,6 +319,7 @@ def explain_room(
     """
     if contrib is None or n <= 0 or len(X) == 0:
         return []
+    contrib = _audible(columns, contrib)
     total = contrib.sum(axis=0)
     order = np.argsort(-np.abs(total), kind="stable")[:n]
     present = len(X)
