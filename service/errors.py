@@ -61,6 +61,14 @@ class Unimplemented(LiveRecError):
     code = grpc.StatusCode.UNIMPLEMENTED
 
 
+class Upstream(LiveRecError):
+    """A call forwarded to the aggregator failed there: its code and message pass through."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def status_of(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     """The status code and message a caller gets for ``exc`` raised by ``method``."""
     if isinstance(exc, LiveRecError):

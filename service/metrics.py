@@ -3,8 +3,9 @@
 Each :class:`Metrics` has its own registry, so tests can run several servers in
 one process. With ``PROMETHEUS_MULTIPROC_DIR`` set (several worker processes),
 ``serve(..., multiprocess=True)`` aggregates every worker's files through
-``MultiProcessCollector``; ``--workers`` itself is not implemented yet, so that path
-is untested. The switch is explicit, not the environment variable, because
+``MultiProcessCollector``; that path is unused and untested: ``--workers N`` gives
+each process its own /metrics port instead (listed in the ready file, see
+:mod:`service.workers`). The switch is explicit, not the environment variable, because
 importing ``feast.metrics`` sets ``PROMETHEUS_MULTIPROC_DIR`` for its own use.
 """
 

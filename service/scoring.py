@@ -16,7 +16,16 @@ from typing import Any
 import numpy as np
 
 from features.tables import BY_NAME, PRODUCT_LIVE, ROOM_STATE, VIEWER_LIVE, VIEWER_PROFILE
-from features.vector import CONVERSION, EXPOSURE_OVERLAY, EXPOSURE_STAGE, NEXT_PRODUCT, assemble
+from features.vector import (
+    CONVERSION,
+    EXPOSURE_OVERLAY,
+    EXPOSURE_STAGE,
+    NEXT_PRODUCT,
+    assemble,
+    assemble_grid,
+    product_block,
+    viewer_block,
+)
 from service.domain import (
     ConversionAnswer,
     Deadline,
@@ -36,6 +45,7 @@ from service.domain import (
 )
 from service.feast_reader import TS, Row
 from service.features_online import VIEWER_VIEWS, OnlineFeatures, Rows, judge
+from service.ingest.rooms import RoomMemory, RoomSnapshot
 from service.models import LoadedModel, ModelRegistry
 from service.reasons import explain, explain_room
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
@@ -207,32 +217,58 @@ class Scorer:
 
     # -- RecommendNextProduct ----------------------------------------------------------
 
-    def recommend_next_product(self, q: NextProductQuery, deadline: Deadline) -> NextProductAnswer:
-        """Expected buyers per candidate if it goes on stage now, over the viewers present."""
+    def recommend_next_product(
+        self,
+        q: NextProductQuery,
+        deadline: Deadline,
+        room: RoomSnapshot | None = None,
+        rooms: RoomMemory | None = None,
+    ) -> NextProductAnswer:
+        """Expected buyers per candidate if it goes on stage now, over the viewers present.
+
+        With ``room`` (a snapshot of the aggregator's fold) and ``rooms`` (its cache of
+        the viewers' batch rows), the answer is built from memory; otherwise from a
+        roster scan and online reads.
+        """
         model = self.models.get(NEXT_PRODUCT_MODEL)
         now = self.features.clock()
         cands = list(q.candidates)
-        present = self.features.present_viewers(q.room_id, deadline)
+        if room is not None and rooms is not None:
+            present: list[str] | None = room.viewers
+        else:
+            present = self.features.present_viewers(q.room_id, deadline)
         if present is None or not present or model is None:
             products, meta = self._popularity(cands, q.top_k, model, missing=present is None)
             return NextProductAnswer(products, len(present or ()), meta)
         viewers = sorted(present)[: self.s.max_present_viewers]
         stats, stats_ok = self.features.products(cands, deadline)
-        request = self.features.viewer_request(viewers, q.room_id)
-        request[PRODUCT_LIVE.name] = [(p, q.room_id) for p in cands]
-        rows = self.features.fetch(request, deadline)
+        rows: Rows | None
+        if room is not None and rooms is not None:
+            batch = rooms.batch_rows(viewers, deadline)
+            rows = None
+            if batch is not None:
+                rows = dict(batch)
+                rows[VIEWER_LIVE.name] = room.viewer_live[: len(viewers)]
+                rows[ROOM_STATE.name] = [room.room_state]
+                rows[PRODUCT_LIVE.name] = room.product_live
+        else:
+            request = self.features.viewer_request(viewers, q.room_id)
+            request[PRODUCT_LIVE.name] = [(p, q.room_id) for p in cands]
+            rows = self.features.fetch(request, deadline)
         if rows is None:
             products, meta = self._popularity(cands, q.top_k, model, missing=True)
             return NextProductAnswer(products, len(viewers), meta)
         nv, nc = len(viewers), len(cands)
-        # Row r = viewer r // nc, candidate r % nc.
-        cols = {k: np.repeat(v, nc) for k, v in self._viewer_cols(rows, nv).items()}
-        for k, v in view_columns("product_stats", stats).items():
-            cols[k] = np.tile(v, nv)
-        for k, v in view_columns(PRODUCT_LIVE.name, rows[PRODUCT_LIVE.name]).items():
-            cols[k] = np.tile(v, nv)
-        cols["product_id"] = np.tile(np.array(cands, dtype=object), nv)
-        X = assemble(NEXT_PRODUCT, cols, now, EXPOSURE_STAGE)
+        # Row r = viewer r // nc, candidate r % nc; each block is computed once.
+        pcols = view_columns("product_stats", stats)
+        pcols.update(view_columns(PRODUCT_LIVE.name, rows[PRODUCT_LIVE.name]))
+        pcols["product_id"] = np.array(cands, dtype=object)
+        X = assemble_grid(
+            NEXT_PRODUCT,
+            viewer_block(self._viewer_cols(rows, nv), now),
+            product_block(pcols, now),
+            EXPOSURE_STAGE,
+        )
         P = np.clip(np.asarray(model.predict(X), dtype=np.float64).reshape(nv, nc), 0.0, 1.0)
         expected = P.sum(axis=0)
         score = expected / nv

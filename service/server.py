@@ -29,6 +29,10 @@ from service.feast_reader import OnlineReader
 from service.features_online import Clock, OnlineFeatures
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 from service.generated.livecommerce.v1 import live_recommender_pb2_grpc as pb_grpc
+from service.ingest.aggregator import Aggregator
+from service.ingest.live import AggregatorLink
+from service.ingest.rooms import RoomMemory
+from service.ingest.wal import WalLocked
 from service.interceptors import SERVICE, Guard
 from service.metrics import Metrics
 from service.models import LoadedModel, Loader, ModelRegistry, ModelSource
@@ -43,7 +47,12 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class App:
-    """One server process: the gRPC server and everything it serves from."""
+    """One server process: the gRPC server and everything it serves from.
+
+    ``aggregator``: this process owns live state (``--workers 1``, or the aggregator
+    process of ``--workers N``). ``link``: a worker of ``--workers N``, forwarding
+    events and room calls to the aggregator. Neither: scoring only.
+    """
 
     def __init__(
         self,
@@ -52,6 +61,8 @@ class App:
         loader: Loader,
         source: ModelSource | None,
         clock: Clock | None = None,
+        aggregator: Aggregator | None = None,
+        link: AggregatorLink | None = None,
     ) -> None:
         self.s = settings
         self.metrics = Metrics()
@@ -73,11 +84,23 @@ class App:
         self.scorer = Scorer(settings, self.features, self.models)
         self.health = HealthServicer()
         self.guard = Guard(settings.max_concurrency, self.metrics)
+        self.aggregator = aggregator
+        self.link = link
+        rooms = None
+        if aggregator is not None:
+            rooms = RoomMemory(aggregator.fold, self.features, settings.viewer_cache_size, **kwargs)
         self.servicer = LiveRecommender(
-            settings, self.scorer, self.metrics, threads=settings.max_concurrency
+            settings,
+            self.scorer,
+            self.metrics,
+            threads=settings.max_concurrency,
+            aggregator=aggregator,
+            rooms=rooms,
+            link=link,
         )
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.address = ""
         self.metrics_port = 0
         self.serving = False
         self._poller: asyncio.Task[None] | None = None
@@ -89,11 +112,17 @@ class App:
         for name in ("", SERVICE):
             await self.health.set(name, status)
 
-    async def start(self, port: int | None = None) -> int:
-        """Bind, serve (NOT_SERVING), then get ready in the background; the bound port."""
+    async def start(self, port: int | None = None, address: str | None = None) -> int:
+        """Bind, serve (NOT_SERVING), then get ready in the background; the bound port.
+
+        ``address`` (e.g. ``unix:/path.sock``) replaces host:port: the aggregator's
+        local channel. Port sharing (``grpc.so_reuseport``) is on only for the workers
+        of ``--workers N``, so a stray second server never silently shares a port.
+        """
+        shared = self.s.workers > 1 and self.link is not None
         server = grpc.aio.server(
             interceptors=[self.guard],
-            options=[("grpc.so_reuseport", 0)],
+            options=[("grpc.so_reuseport", 1 if shared else 0)],
         )
         pb_grpc.add_LiveRecommenderServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -103,8 +132,15 @@ class App:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)
-        bind = self.s.grpc_port if port is None else port
-        self.port = server.add_insecure_port(f"{self.s.grpc_host}:{bind}")
+        if address is None:
+            bind = self.s.grpc_port if port is None else port
+            self.port = server.add_insecure_port(f"{self.s.grpc_host}:{bind}")
+            self.address = f"{self.s.grpc_host}:{self.port}"
+        else:
+            self.port = server.add_insecure_port(address)
+            self.address = address
+        if self.link is not None:
+            self.link.open()
         await self._set_health(NOT_SERVING)
         await server.start()
         self.server = server
@@ -121,6 +157,17 @@ class App:
     async def _get_ready_and_poll(self) -> None:
         """Load, warm, go SERVING; then poll the registry every ``model_poll_s``."""
         await asyncio.to_thread(self._guarded, self.models.start)
+        if self.aggregator is not None:
+            # Duplicate window and live aggregates rebuilt from the event log and the WAL
+            # before any event is accepted.
+            while True:
+                try:
+                    await self.aggregator.start()
+                    break
+                except WalLocked as exc:  # e.g. the previous process is still compacting
+                    log.warning("%s; retrying", exc)
+                    await asyncio.sleep(0.5)
+            self.servicer.live_ready = True
         while True:
             if not self._features_ok:
                 await asyncio.to_thread(self._guarded, self._prepare_features)
@@ -167,28 +214,36 @@ class App:
                 await self._poller
         if self.server is not None:
             await self.server.stop(self.s.shutdown_grace_s if grace is None else grace)
+        if self.aggregator is not None and self.servicer.live_ready:
+            self.servicer.live_ready = False
+            await self.aggregator.stop()  # flush, seal, compact into the event log
+        if self.link is not None:
+            await self.link.close()
         self.servicer.close()
         self.features.close()
         self.metrics.close()
 
 
 def write_ready_file(path: Path, app: App) -> None:
-    """Write ``{"grpc_port", "metrics_port", "pid"}`` atomically (rename into place)."""
+    """Write ``{"grpc_port", "metrics_port", "pid", "address"}`` atomically (rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(
-        json.dumps({"grpc_port": app.port, "metrics_port": app.metrics_port, "pid": os.getpid()})
-        + "\n"
-    )
+    info = {
+        "grpc_port": app.port,
+        "metrics_port": app.metrics_port,
+        "pid": os.getpid(),
+        "address": app.address,
+    }
+    tmp.write_text(json.dumps(info) + "\n")
     tmp.replace(path)
 
 
-async def serve(app: App, ready_file: Path | None = None) -> None:
+async def serve(app: App, ready_file: Path | None = None, address: str | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
+    await app.start(address=address)
     ready = asyncio.create_task(app.wait_serving())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-from collections.abc import Callable
-from typing import Any, TypeVar
+import functools
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import grpc
 
 from service import convert, validation
 from service.domain import Deadline, Flags
-from service.errors import DeadlineExceeded, Unimplemented
+from service.errors import DeadlineExceeded, Unavailable, Unimplemented
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 from service.generated.livecommerce.v1 import live_recommender_pb2_grpc as pb_grpc
+from service.ingest import convert as ingest_convert
+from service.ingest.aggregator import Aggregator
+from service.ingest.live import AggregatorLink
+from service.ingest.rooms import RoomMemory
 from service.metrics import Metrics
 from service.scoring import Scorer
 from service.settings import ServiceSettings
@@ -35,12 +41,31 @@ def deadline_of(context: grpc.aio.ServicerContext, default_s: float) -> Deadline
 
 
 class LiveRecommender(pb_grpc.LiveRecommenderServicer):
+    """Scoring from the online store; live events and room calls to the live-state owner.
+
+    ``aggregator`` (with ``rooms``) is set in the process that owns live state;
+    ``link`` in a worker, which forwards to that process. With neither, ingestion
+    and room answers from memory are off (room calls fall back to the store).
+    """
+
     def __init__(
-        self, settings: ServiceSettings, scorer: Scorer, metrics: Metrics, threads: int
+        self,
+        settings: ServiceSettings,
+        scorer: Scorer,
+        metrics: Metrics,
+        threads: int,
+        aggregator: Aggregator | None = None,
+        rooms: RoomMemory | None = None,
+        link: AggregatorLink | None = None,
     ) -> None:
         self.s = settings
         self.scorer = scorer
         self.metrics = metrics
+        self.aggregator = aggregator
+        self.rooms = rooms
+        self.link = link
+        #: Set once the aggregator has rebuilt its state from the logs.
+        self.live_ready = False
         self._pool = cf.ThreadPoolExecutor(threads, thread_name_prefix="score")
         self._default_s = settings.default_deadline_ms / 1000.0
 
@@ -80,10 +105,20 @@ class LiveRecommender(pb_grpc.LiveRecommenderServicer):
     async def RecommendNextProduct(
         self, request: pb.RecommendNextProductRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecommendNextProductResponse:
+        deadline = deadline_of(context, self._default_s)
+        if self.link is not None:
+            forwarded: pb.RecommendNextProductResponse = await self.link.call(
+                "RecommendNextProduct", request, deadline
+            )  # type: ignore[assignment]
+            return forwarded
         query = validation.next_product(request, self.s)
-        answer = await self._run(
-            self.scorer.recommend_next_product, query, deadline_of(context, self._default_s)
-        )
+        fn = self.scorer.recommend_next_product
+        if self.aggregator is not None and self.rooms is not None:
+            self._live()
+            # On the loop, the fold's only writer: a consistent view of the room.
+            snap = self.rooms.snapshot(query.room_id, query.candidates, self.s.max_present_viewers)
+            fn = functools.partial(fn, room=snap, rooms=self.rooms)
+        answer = await self._run(fn, query, deadline)
         self._flags("RecommendNextProduct", answer.meta.flags)
         return convert.next_products(answer)
 
@@ -97,15 +132,100 @@ class LiveRecommender(pb_grpc.LiveRecommenderServicer):
         self._flags("GetViewerProfile", answer.meta.flags)
         return convert.profile(answer)
 
-    async def IngestEvents(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext
-    ) -> pb.IngestSummary:
-        raise Unimplemented("IngestEvents: live ingestion is not implemented in this build yet")
+    # -- live events ------------------------------------------------------------------
+
+    def _live(self) -> Aggregator:
+        if self.aggregator is None:
+            raise Unimplemented("live ingestion is not enabled in this server")
+        if not self.live_ready:
+            raise Unavailable("live state is being rebuilt from the log; retry shortly")
+        return self.aggregator
+
+    async def _publish(self, events: list[pb.LiveEvent], deadline: Deadline) -> pb.IngestSummary:
+        """One batch: durable (or refused whole) before this returns."""
+        if self.link is not None:
+            batch = pb.EventBatch(events=events)
+            forwarded: pb.IngestSummary = await self.link.call("PublishEvents", batch, deadline)  # type: ignore[assignment]
+            return forwarded
+        aggregator = self._live()
+        dicts = ingest_convert.events(events)
+        result = await aggregator.ingest(dicts)
+        if self.rooms is not None:
+            joined = [d["viewer_id"] for d in dicts if d.get("event_type") == "join"]
+            if joined and not result.rejected:
+                self.rooms.prefetch(v for v in joined if v)
+            elif joined:
+                bad = {r.index for r in result.rejected}
+                self.rooms.prefetch(
+                    d["viewer_id"]
+                    for i, d in enumerate(dicts)
+                    if i not in bad and d.get("event_type") == "join"
+                )
+        return ingest_convert.summary(result)
 
     async def PublishEvents(
         self, request: pb.EventBatch, context: grpc.aio.ServicerContext
     ) -> pb.IngestSummary:
-        raise Unimplemented("PublishEvents: live ingestion is not implemented in this build yet")
+        return await self._publish(list(request.events), deadline_of(context, self._default_s))
+
+    async def IngestEvents(
+        self, request_iterator: AsyncIterator[pb.LiveEvent], context: grpc.aio.ServicerContext
+    ) -> pb.IngestSummary:
+        """Read the stream in chunks (``ingest_chunk_events`` or ``ingest_chunk_ms``), each
+        made durable before the next is read; the summary covers the whole stream.
+
+        A chunk refused (RESOURCE_EXHAUSTED, UNAVAILABLE) fails the call; the chunks before
+        it are accepted, so the client resends the whole stream and the duplicate window
+        counts those once.
+        """
+        total = pb.IngestSummary()
+        seen = 0
+        async for chunk in _chunks(
+            request_iterator, self.s.ingest_chunk_events, self.s.ingest_chunk_ms / 1000.0
+        ):
+            # A stream lives as long as a room: each chunk gets the default deadline.
+            part = await self._publish(chunk, Deadline.after(self._default_s))
+            ingest_convert.merge(total, part, seen)
+            seen += len(chunk)
+        return total
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.rooms is not None:
+            self.rooms.close()
+
+
+async def _chunks(
+    source: AsyncIterator[pb.LiveEvent], max_events: int, max_wait_s: float
+) -> AsyncIterator[list[pb.LiveEvent]]:
+    """Chunks of at most ``max_events``, each closed ``max_wait_s`` after its first event."""
+    it = source.__aiter__()
+    pending: asyncio.Future[pb.LiveEvent] | None = None
+    ended = False
+    try:
+        while not ended:
+            chunk: list[pb.LiveEvent] = []
+            closes_at = 0.0
+            while len(chunk) < max_events:
+                if pending is None:
+                    pending = asyncio.ensure_future(it.__anext__())
+                timeout = None if not chunk else max(0.0, closes_at - time.monotonic())
+                done, _ = await asyncio.wait({pending}, timeout=timeout)
+                if not done:
+                    break  # the chunk's time is up; the pending read carries over
+                try:
+                    event = pending.result()
+                except StopAsyncIteration:
+                    ended = True
+                    break
+                finally:
+                    if pending.done():
+                        pending = None
+                if not chunk:
+                    closes_at = time.monotonic() + max_wait_s
+                chunk.append(event)
+            if chunk:
+                yield chunk
+    finally:
+        if pending is not None:
+            pending.cancel()

@@ -40,7 +40,11 @@ class ServiceSettings(FeatureSettings):
     workers: int = Field(
         default=1,
         ge=1,
-        description="Server processes sharing the port (only 1 is implemented so far).",
+        description=(
+            "Server processes sharing the port. 1: one process serves everything and owns "
+            "live state. N > 1: one aggregator process owns live state and N workers share "
+            "the port (SO_REUSEPORT) and forward events and room-level calls to it."
+        ),
     )
     default_deadline_ms: int = Field(
         default=1000,
@@ -172,6 +176,71 @@ class ServiceSettings(FeatureSettings):
         ge=0,
         description="Seconds in-flight calls get to finish after SIGTERM before they are cut.",
     )
+
+    # -- live ingestion (DESIGN §4, §11) -------------------------------------------------
+    ingest_enabled: bool = Field(
+        default=True,
+        description=(
+            "Own live state (the aggregator: WAL, duplicate window, live aggregates, online "
+            "writes). Off: scoring only; PublishEvents/IngestEvents answer UNIMPLEMENTED."
+        ),
+    )
+    ingest_max_future_s: float = Field(
+        default=300.0, gt=0, description="Events more than this far in the future are rejected."
+    )
+    ingest_max_past_s: float = Field(
+        default=86400.0, gt=0, description="Events more than this far in the past are rejected."
+    )
+    ingest_out_of_order_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Out-of-order window: older than the watermark minus this counts as late.",
+    )
+    ingest_dedupe_window_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Seconds an event_id is remembered (and rebuilt from the log at start).",
+    )
+    ingest_dedupe_max_ids: int = Field(
+        default=5_000_000, gt=0, description="Most event ids the duplicate window holds."
+    )
+    ingest_flush_interval_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="Seconds between micro-batched online-store writes of the changed rows.",
+    )
+    ingest_flush_max_rows: int = Field(
+        default=5000, gt=0, description="Changed rows that trigger a write before the interval."
+    )
+    ingest_max_pending_rows: int = Field(
+        default=200_000,
+        gt=0,
+        description="Changed rows not yet written past which ingestion gets RESOURCE_EXHAUSTED.",
+    )
+    ingest_chunk_events: int = Field(
+        default=500,
+        gt=0,
+        description="IngestEvents: most events made durable together (one chunk of the stream).",
+    )
+    ingest_chunk_ms: float = Field(
+        default=50.0,
+        gt=0,
+        description="IngestEvents: a chunk is made durable at most this long after it starts.",
+    )
+    wal_dir: Path | None = Field(
+        default=None, description="Write-ahead log directory; default <data_dir>/wal."
+    )
+    aggregator_address: str | None = Field(
+        default=None,
+        description=(
+            "Where the aggregator serves (e.g. unix:/tmp/x/aggregator.sock). Set by "
+            "`--workers N` for its workers; a worker forwards events and room calls there."
+        ),
+    )
+
+    @property
+    def wal_path(self) -> Path:
+        return self.wal_dir if self.wal_dir is not None else self.data_dir / "wal"
 
     @field_validator("models_dir")
     @classmethod

@@ -114,17 +114,26 @@ class Aggregator:
         await self.flush()
         self.wal.seal()
         self.wal.close()
-        moved = self.wal.compact(self.events_root)
+        try:
+            moved = self.wal.compact(self.events_root)
+        finally:
+            self.wal.unlock()
         log.info("aggregator stopped; compacted %d events into the event log", moved)
 
     def _recover(self) -> int:
         """Duplicate window and live aggregates from the event log and the WAL."""
-        horizon = self.clock() - self.limits.dedupe_window_s
+        now = self.clock()
+        horizon = now - self.limits.dedupe_window_s
         tables = []
         if self.events_root.exists() and any(self.events_root.rglob("*.parquet")):
             log_table = schema.read_events(self.events_root.parent)
+            t = log_table.column("event_time")
             cut = pa.scalar(int(horizon * 1e6), type=pa.int64()).cast(schema.TS)
-            tables.append(log_table.filter(pc.greater_equal(log_table.column("event_time"), cut)))
+            # Events further in the future than ingestion accepts have not happened yet
+            # (a simulated world may end after now): they are not live state.
+            end = pa.scalar(int((now + self.limits.max_future_s) * 1e6), type=pa.int64())
+            keep = pc.and_(pc.greater_equal(t, cut), pc.less_equal(t, end.cast(schema.TS)))
+            tables.append(log_table.filter(keep))
         tables.extend(self.wal.replay())
         n = 0
         for table in tables:

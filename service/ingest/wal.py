@@ -10,6 +10,7 @@ build; compaction is idempotent, so a crash in between never duplicates.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
@@ -26,6 +27,10 @@ from features import schema
 log = logging.getLogger(__name__)
 
 
+class WalLocked(RuntimeError):
+    """Another live process owns this write-ahead log (one writer per log)."""
+
+
 class WriteAheadLog:
     """Append-only segments ``seg-<n>.arrow`` under ``directory``."""
 
@@ -38,11 +43,25 @@ class WriteAheadLog:
         self._writer: ipc.RecordBatchStreamWriter | None = None
         self._seq = 0
         self._lock = threading.Lock()
+        self._owner: int | None = None  # fd of the LOCK file, held from open() to unlock()
         self.fsyncs = 0
 
     # -- life cycle -------------------------------------------------------------------
     def open(self) -> None:
+        """Take ownership (an exclusive ``flock``, released by the kernel if we die) and
+        start a new segment. Two aggregators on one data dir would interleave segments
+        and race on compaction, so the second one is refused with :class:`WalLocked`."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self._owner is None:
+            fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                os.close(fd)
+                raise WalLocked(
+                    f"another process owns the write-ahead log in {self.directory}"
+                ) from exc
+            self._owner = fd
         seqs = [int(p.stem.split("-")[1]) for p in self.directory.glob("seg-*.arrow")]
         self._seq = max(seqs, default=0)
         self._roll()
@@ -55,6 +74,13 @@ class WriteAheadLog:
             self._thread.join()
             self._thread = None
         self._close_segment()
+
+    def unlock(self) -> None:
+        """Give up ownership (after close and compaction)."""
+        if self._owner is not None:
+            fcntl.flock(self._owner, fcntl.LOCK_UN)
+            os.close(self._owner)
+            self._owner = None
 
     # -- writing ----------------------------------------------------------------------
     def append(self, batch: pa.RecordBatch) -> Future[None]:

@@ -58,19 +58,18 @@ class LinearModel:
         z = self.bias + self._contrib(X).sum(axis=1)
         return 1.0 / (1.0 + np.exp(-z))
 
-    def booster(self) -> _Booster:
-        """Like ``ServedModel.booster()``: ``predict(X, pred_contrib=True)`` with a bias column."""
-        return _Booster(self)
+    def explainer(self) -> _Explainer:
+        """Like ``ServedModel.explainer()``: exact per-feature contributions (log-odds)."""
+        return _Explainer(self)
 
 
-class _Booster:
+class _Explainer:
     def __init__(self, model: LinearModel) -> None:
         self.model = model
+        self.bias = model.bias
 
-    def predict(self, X: np.ndarray, pred_contrib: bool = False, **params: object) -> np.ndarray:
-        assert pred_contrib
-        contrib = self.model._contrib(X)
-        return np.column_stack([contrib, np.full(len(X), self.model.bias)])
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        return self.model._contrib(X)
 
 
 def write_artifact(

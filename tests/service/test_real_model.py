@@ -76,7 +76,8 @@ def real(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     for name, spec in ((CONVERSION_MODEL, CONVERSION), (NEXT_PRODUCT_MODEL, NEXT_PRODUCT)):
         _register(uri, tmp, name, spec, seed=1)
-    settings = make_settings(world, tmp, mlflow_tracking_uri=uri)
+    # Scoring only: live state would be rebuilt into (and written over) the shared world.
+    settings = make_settings(world, tmp, mlflow_tracking_uri=uri, ingest_enabled=False)
     server = ServerThread(lambda: build_app(settings))
     server.wait_serving()
     server.uri = uri  # type: ignore[attr-defined]
@@ -145,6 +146,7 @@ def test_liverec_serve_writes_the_ready_file_and_drains_on_sigterm(
         "LIVEREC_MLFLOW_TRACKING_URI": real.uri,  # type: ignore[attr-defined]
         "LIVEREC_MODELS_DIR": str(tmp_path / "models"),
         "LIVEREC_METRICS_PORT": "0",
+        "LIVEREC_INGEST_ENABLED": "false",  # the shared world stays as built
     }
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(

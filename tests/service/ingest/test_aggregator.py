@@ -140,7 +140,9 @@ def test_acknowledged_events_survive_a_crash_and_the_window_is_rebuilt(tmp_path:
         await agg.start()
         res = await agg.ingest([_ev(1, "join"), _ev(2, "like"), _ev(3, "like")])
         assert res.accepted == 3
-        # No stop(): the process dies here with the segment still open.
+        # No stop(): the process dies here with the segment still open, and the kernel
+        # releases its lock on the log.
+        agg.wal.unlock()
 
     async def restart() -> None:
         agg = _agg(tmp_path)
@@ -196,8 +198,9 @@ def test_replaying_a_stream_gives_the_batch_features_online(
         for r in ev.drop(columns=["event_date"], errors="ignore").to_dict("records")
     ]
     for r in rows:
-        if r.get("amount_minor") is not None:
-            r["amount_minor"] = int(r["amount_minor"])
+        amount = r.get("amount_minor")
+        if amount is not None:
+            r["amount_minor"] = int(amount)
 
     async def go() -> None:
         agg = Aggregator(
@@ -256,3 +259,21 @@ def test_replaying_a_stream_gives_the_batch_features_online(
     a = assemble(CONVERSION, cols_live, t)
     b = assemble(CONVERSION, cols_batch, t)
     np.testing.assert_allclose(a, b, rtol=1e-6, equal_nan=True)
+
+
+def test_a_second_aggregator_on_the_same_log_is_refused_until_the_first_stops(
+    tmp_path: Path,
+) -> None:
+    from service.ingest.wal import WalLocked
+
+    async def go() -> None:
+        first = _agg(tmp_path)
+        await first.start()
+        second = _agg(tmp_path)
+        with pytest.raises(WalLocked):
+            await second.start()
+        await first.stop()
+        await second.start()
+        await second.stop()
+
+    run(go())
