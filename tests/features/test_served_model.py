@@ -31,7 +31,7 @@ def test_path_contributions_add_up_to_the_margin_and_track_shap() -> None:
     margin = booster.predict(rows, raw_score=True)
     np.testing.assert_allclose(contrib.sum(axis=1) + ex.bias, margin, atol=1e-9)
     # The features that matter get the weight, as with TreeSHAP.
-    shap = booster.predict(rows, pred_contrib=True)[:, :-1]
+    shap = np.asarray(booster.predict(rows, pred_contrib=True))[:, :-1]
     assert np.argmax(np.abs(contrib).mean(0)) == np.argmax(np.abs(shap).mean(0)) == 0
     assert np.abs(contrib[:, 2:]).mean() < 0.2 * np.abs(contrib[:, :2]).mean()
     corr = np.corrcoef(contrib[:, 0], shap[:, 0])[0, 1]

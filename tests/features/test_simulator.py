@@ -184,5 +184,5 @@ def test_live_signal_adds_what_the_profile_alone_cannot(small_world: Path) -> No
             verbose=-1,
         )
         model.fit(x[train], y[train])
-        aucs[spec.name] = roc_auc_score(y[~train], model.predict_proba(x[~train])[:, 1])
+        aucs[spec.name] = roc_auc_score(y[~train], np.asarray(model.predict_proba(x[~train]))[:, 1])
     assert aucs["conversion"] - aucs["conversion_profile_only"] >= 0.03, aucs

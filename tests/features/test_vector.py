@@ -28,11 +28,15 @@ def _room_frames(world: Path) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     viewers = pts.drop_duplicates("viewer_id").assign(point_time=at)
     vcols = conversion_columns(viewers, world / "features")
     streams = schema.read_table("streams", world).to_pandas().set_index("room_id")
-    lineup = list(streams.loc[room, "lineup"]) + ["p_unknown"]
+    lineup = [*list(streams.loc[room, "lineup"]), "p_unknown"]
     ent = pd.DataFrame({"product_id": lineup, "room_id": room, "ts": at})
     pcols = pit_join(ent, PRODUCT_STATS.name, world / "features")
     pcols = pcols.join(pit_join(ent, "product_live", world / "features").filter(like="__"))
-    return vcols.reset_index(drop=True), pcols.reset_index(drop=True), float(epoch(pd.Series([at]))[0])
+    return (
+        vcols.reset_index(drop=True),
+        pcols.reset_index(drop=True),
+        float(epoch(pd.Series([at]))[0]),
+    )
 
 
 def test_grid_equals_row_by_row_assembly(tiny_world: Path) -> None:
