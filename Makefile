@@ -63,7 +63,8 @@ data: $(STAMP) ## Simulate a world (SIZE=default) and build, apply and materiali
 train: $(STAMP) ## Train, evaluate and register the models in MLflow
 	$(LIVEREC) train
 
-serve: $(STAMP) ## Start the gRPC service
+serve: $(STAMP) ## Serve gRPC on :50051; simulates, builds features and trains first if missing
+	$(LIVEREC) prepare --size $(SIZE)
 	$(LIVEREC) serve
 
 demo: $(STAMP) ## The main job: simulate+train if needed, serve, replay a stream live, show answers (SIZE=tiny for seconds)

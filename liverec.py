@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "review": ("features.review_cli", "review_app", "Post-stream review and audiences."),
     "train": ("training.cli", "train_app", "Train, evaluate and register the models."),
     "models": ("training.cli", "models_app", "List, promote and roll back model aliases."),
+    "prepare": ("service.demo", "prepare_app", "Simulate, build features, train: what is missing."),
     "serve": ("service.cli", "serve_app", "Run the gRPC scoring service."),
     "replay": ("service.cli", "replay_app", "Replay a simulated stream into a server."),
     "demo": ("service.demo", "demo_app", "End-to-end demo on the embedded default."),

@@ -33,6 +33,9 @@ from service.replay import load_stream, send, shifted
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
 
 demo_app = typer.Typer(help="End-to-end demo on the embedded default.", add_completion=False)
+prepare_app = typer.Typer(
+    help="Simulate, build features and train, if missing.", add_completion=False
+)
 
 SEGMENTS = {1: "high-conversion", 2: "high-potential", 3: "to-be-activated"}
 
@@ -267,3 +270,12 @@ def demo(
     for row in lat.table():
         typer.echo(row)
     typer.echo("\nDone; the server has stopped.")
+
+
+@prepare_app.command()
+def prepare_command(
+    size: str = typer.Option("default", help="World to simulate if none exists yet."),
+    seed: int = typer.Option(7, help="Seed of that world."),
+) -> None:
+    """Make what `liverec serve` needs: a world, its features in Feast, champions."""
+    prepare(ServiceSettings(), size, seed)

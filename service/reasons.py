@@ -314,8 +314,11 @@ def explain_room(
 ) -> list[Reason]:
     """Reasons of one candidate over a room: contributions summed over the viewers present.
 
-    Count features say how many viewers did it ("MANY_ASKED_SIZE_FIT": "7 of 40
-    viewers present asked about size and fit"); others give the room's mean value.
+    ``contrib`` may cover only some of the rows of ``X`` (the viewers who carry the
+    expected conversions, when a room is large); counts and means always use all
+    of ``X``. Count features say how many viewers did it ("MANY_ASKED_SIZE_FIT":
+    "7 of 40 viewers present asked about size and fit"); others give the room's
+    mean value.
     """
     if contrib is None or n <= 0 or len(X) == 0:
         return []

@@ -50,6 +50,9 @@ from service.models import LoadedModel, ModelRegistry
 from service.reasons import explain, explain_room
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
 
+#: Most viewers whose contributions explain a candidate of RecommendNextProduct.
+REASON_SAMPLE = 200
+
 Cols = dict[str, Any]
 
 
@@ -291,8 +294,14 @@ class Scorer:
             reasons: list[Reason] = []
             if self.s.reasons_per_item:
                 Xj = X[j::nc]
+                # Explain through the viewers who carry the expected conversions: at most
+                # REASON_SAMPLE of them, so a room of thousands costs what a few hundred do.
+                carry = np.argsort(-P[:, j], kind="stable")[:REASON_SAMPLE]
                 reasons = explain_room(
-                    NEXT_PRODUCT.columns, Xj, model.contributions(Xj), self.s.reasons_per_item
+                    NEXT_PRODUCT.columns,
+                    Xj,
+                    model.contributions(Xj[carry]),
+                    self.s.reasons_per_item,
                 )
             products.append(
                 ScoredProduct(cands[j], float(score[j]), reasons, flags, float(expected[j]))
