@@ -227,9 +227,11 @@ def demo(
     prepare(settings, size, seed)
     room, lineup = pick_stream(settings.data_dir)
     events = load_stream(settings.data_dir, room)
-    n_events = sum(
-        1 for e in events if (e["event_time"] - events[0]["event_time"]) / speed <= max_seconds
-    )
+    # Stop while the room is still full (80% through the stream, or max_seconds).
+    span = (events[-1]["event_time"] - events[0]["event_time"]) / speed
+    horizon = min(max_seconds, 0.8 * span)
+    t0 = events[0]["event_time"]
+    n_events = sum(1 for e in events if (e["event_time"] - t0) / speed <= horizon)
     typer.echo(
         f"\nReplaying stream {room} ({n_events} events, {speed:g}x) into a fresh "
         f"`liverec serve`; lineup of {len(lineup)} products.\n"
