@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.served_model import ServedModel
 from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
 from service.cli import build_app
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL
 from tests.service.conftest import RPC_S, ServerThread, World, make_settings
+from tests.service.registry_helpers import register_served
 
 
 def _served_dir(directory: Path, spec: ModelSpec, seed: int) -> Path:
@@ -51,23 +51,8 @@ def _served_dir(directory: Path, spec: ModelSpec, seed: int) -> Path:
 
 def _register(uri: str, tmp: Path, name: str, spec: ModelSpec, seed: int) -> str:
     """Log and register like training.register does (served files as extra_files)."""
-    import mlflow
-    from mlflow import MlflowClient
-
     served = _served_dir(tmp / f"{name}-{seed}", spec, seed)
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.set_experiment(name)
-    with mlflow.start_run(experiment_id=experiment.experiment_id):
-        info = mlflow.lightgbm.log_model(
-            ServedModel.load(served).booster(),
-            name="model",
-            extra_files=sorted(str(p) for p in served.iterdir()),
-            registered_model_name=name,
-        )
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    version = str(info.registered_model_version)
-    client.set_registered_model_alias(name, "champion", version)
-    return version
+    return register_served(uri, served, name)
 
 
 @pytest.fixture(scope="module")

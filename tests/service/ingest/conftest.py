@@ -30,7 +30,6 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from features.served_model import ServedModel
 from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
 from service.cli import build_app
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
@@ -38,6 +37,7 @@ from service.generated.livecommerce.v1 import live_recommender_pb2_grpc as pb_gr
 from service.interceptors import SERVICE
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL
 from tests.service.conftest import RPC_S, ServerThread, World, make_settings
+from tests.service.registry_helpers import register_served
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -90,21 +90,8 @@ def _served_dir(directory: Path, spec: ModelSpec, seed: int, only: str | None) -
 
 
 def _register(uri: str, tmp: Path, name: str, spec: ModelSpec, only: str | None) -> None:
-    import mlflow
-    from mlflow import MlflowClient
-
     served = _served_dir(tmp / name, spec, seed=3, only=only)
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.set_experiment(name)
-    with mlflow.start_run(experiment_id=experiment.experiment_id):
-        info = mlflow.lightgbm.log_model(
-            ServedModel.load(served).booster(),
-            name="model",
-            extra_files=sorted(str(p) for p in served.iterdir()),
-            registered_model_name=name,
-        )
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.set_registered_model_alias(name, "champion", str(info.registered_model_version))
+    register_served(uri, served, name)
 
 
 @pytest.fixture(scope="session")
