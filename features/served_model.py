@@ -22,6 +22,7 @@ This module is shared by training and serving and never imports ``training``.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "probability"
 #: Largest |ONNX - LightGBM| calibrated difference a served model may show.
 PARITY_TOLERANCE = 1e-5
+
+
+#: Batches at least this large (a room's grid) run on a session with BULK_THREADS threads.
+BULK_ROWS = 8192
+BULK_THREADS = min(2, os.cpu_count() or 1)
 
 
 class ParityError(RuntimeError):
@@ -70,19 +76,14 @@ class ServedModel:
         self._session = session
         self._booster: Any = None
         self._explainer: PathExplainer | None = None
+        self._bulk: Any = None
 
     @classmethod
     def load(cls, directory: str | Path, intra_op_threads: int = 1) -> ServedModel:
         """Open ``model.onnx`` with ``intra_op_threads`` threads (one: scoring is per call)."""
-        import onnxruntime as ort
 
         directory = Path(directory)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(
-            str(directory / MODEL_FILE), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = _session(directory / MODEL_FILE, intra_op_threads)
         spec = json.loads((directory / SPEC_FILE).read_text())
         calibrator = json.loads((directory / CALIBRATOR_FILE).read_text())
         return cls(directory, session, spec, calibrator)
@@ -104,7 +105,13 @@ class ServedModel:
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != len(self.columns):
             raise ValueError(f"expected (n, {len(self.columns)}) features, got {X.shape}")
-        (out,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: X})
+        session = self._session
+        if len(X) >= BULK_ROWS and BULK_THREADS > 1:
+            # A whole room (thousands of viewers x candidates): one call, so use the cores.
+            if self._bulk is None:
+                self._bulk = _session(self.directory / MODEL_FILE, BULK_THREADS)
+            session = self._bulk
+        (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: X})
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
     def booster(self) -> Any:
@@ -219,6 +226,32 @@ class PathExplainer:
         leaves = self._booster.predict(X, pred_leaf=True, num_threads=1)
         leaves = np.asarray(leaves, dtype=np.int64).reshape(len(X), len(self._trees))
         return self.table[self._trees[None, :], leaves].sum(axis=1)
+
+    def total(self, X: np.ndarray) -> np.ndarray:
+        """(features,) contributions summed over the rows of ``X``.
+
+        Counts how many rows reach each leaf and weighs the leaf vectors by
+        them, so the cost grows with trees x leaves, not with rows x trees x
+        features: what explaining one candidate over a whole room needs.
+        """
+        X = np.asarray(X, dtype=np.float32)
+        if len(X) == 0:
+            return np.zeros(self.table.shape[2])
+        leaves = self._booster.predict(X, pred_leaf=True, num_threads=1)
+        leaves = np.asarray(leaves, dtype=np.int64).reshape(len(X), len(self._trees))
+        width = self.table.shape[1]
+        flat = (self._trees[None, :] * width + leaves).ravel()
+        counts = np.bincount(flat, minlength=len(self._trees) * width).astype(np.float64)
+        return counts @ self.table.reshape(len(self._trees) * width, -1)
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _node_value(node: dict[str, Any]) -> float:

@@ -82,6 +82,16 @@ class LoadedModel:
             return None
         return np.asarray(explainer().contributions(X), dtype=np.float64)
 
+    def total_contributions(self, X: np.ndarray) -> np.ndarray | None:
+        """Contributions summed over the rows (features,); ``None`` without an explainer."""
+        explainer = getattr(self.model, "explainer", None)
+        if explainer is None:
+            return None
+        ex = explainer()
+        if hasattr(ex, "total"):
+            return np.asarray(ex.total(X), dtype=np.float64)
+        return np.asarray(ex.contributions(X), dtype=np.float64).sum(axis=0)
+
 
 class ModelRejected(Exception):
     """A model version that must not serve (load failure, spec or parity mismatch)."""

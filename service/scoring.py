@@ -295,12 +295,13 @@ class Scorer:
             if self.s.reasons_per_item:
                 Xj = X[j::nc]
                 # Explain through the viewers who carry the expected conversions: at most
-                # REASON_SAMPLE of them, so a room of thousands costs what a few hundred do.
+                # REASON_SAMPLE of them, summed by leaf counts (cost: trees x leaves).
                 carry = np.argsort(-P[:, j], kind="stable")[:REASON_SAMPLE]
+                total = model.total_contributions(Xj[carry])
                 reasons = explain_room(
                     NEXT_PRODUCT.columns,
                     Xj,
-                    model.contributions(Xj[carry]),
+                    None if total is None else total[None, :],
                     self.s.reasons_per_item,
                 )
             products.append(

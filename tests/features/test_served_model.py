@@ -36,3 +36,5 @@ def test_path_contributions_add_up_to_the_margin_and_track_shap() -> None:
     assert np.abs(contrib[:, 2:]).mean() < 0.2 * np.abs(contrib[:, :2]).mean()
     corr = np.corrcoef(contrib[:, 0], shap[:, 0])[0, 1]
     assert corr > 0.9
+    # Summed over a room by leaf counts: the same as summing the rows.
+    np.testing.assert_allclose(ex.total(rows), contrib.sum(axis=0), rtol=1e-9, atol=1e-9)
