@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.markets import CATEGORY_PRICE_USD, COMPLIANCE_SENSITIVE, MARKETS, REGION_BEHAVIOUR
-from features.schema import CATEGORIES, CHAT_TOPICS, REGIONS
+from features.schema import CATEGORIES, REGIONS
 from features.world import World
 
 #: Minutes between scoring points (join + k * SCORING_EVERY_MIN, k >= 1).
@@ -270,7 +270,6 @@ def topic_draws(rng: np.random.Generator, concern: np.ndarray, region: np.ndarra
 
 
 __all__ = [
-    "CHAT_TOPICS",
     "EXPOSURE_WINDOW_MIN",
     "SCORING_EVERY_MIN",
     "Session",

@@ -173,7 +173,7 @@ class Aggregator:
                 await asyncio.wrap_future(self.wal.append(_batch(accepted)))
             except Exception as exc:
                 for e in accepted:  # not durable, so not accepted: let the client resend
-                    self.dedupe._seen.pop(e["event_id"], None)
+                    self.dedupe.discard(e["event_id"])
                 raise Unavailable("write-ahead log unavailable; nothing was accepted") from exc
             for e in accepted:
                 if e["event_time"] < self.watermark - self.limits.out_of_order_s:

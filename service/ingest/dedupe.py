@@ -24,6 +24,10 @@ class DedupeWindow:
     def __contains__(self, event_id: str) -> bool:
         return event_id in self._seen
 
+    def discard(self, event_id: str) -> None:
+        """Forget an id (its event was not made durable, so a resend must count)."""
+        self._seen.pop(event_id, None)
+
     def add(self, event_id: str, t: float, now: float) -> None:
         self._seen[event_id] = t
         self._expire(now)
