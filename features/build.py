@@ -71,8 +71,10 @@ def fold_events(
         t.name: defaultdict(list) for t in (VIEWER_LIVE, PRODUCT_LIVE, ROOM_STATE)
     }
     sessions: list[dict[str, Any]] = []
-    cols = {name: events.column(name).to_pylist() for name in _EVENT_FIELDS if name != "event_time"}
-    cols["event_time"] = _epoch(events.column("event_time"))
+    times = ("event_time", "planned_end_time")
+    cols = {name: events.column(name).to_pylist() for name in _EVENT_FIELDS if name not in times}
+    for name in times:
+        cols[name] = _epoch(events.column(name))
     n = events.num_rows
     for i in tqdm(
         range(n), desc="folding events", unit="ev", unit_scale=True, disable=not progress
@@ -108,6 +110,7 @@ _EVENT_FIELDS = (
     "amount_minor",
     "currency",
     "payment_method",
+    "planned_end_time",
 )
 
 

@@ -26,9 +26,15 @@ ENTITIES: dict[str, tuple[str, str]] = {
 }
 
 #: Feature services, named after the model that reads them and versioned with it.
+#: v2 added the funnel-step times (viewer_live) and the planned end (room_state); v1 stays
+#: so a champion trained on it is still scored through its own service by the gate.
 FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
-    "conversion_v1": ("viewer_demographics", "viewer_profile", "viewer_live", "room_state"),
-    "next_product_v1": tuple(t.name for t in ALL_TABLES),
+    f"{model}_{version}": views
+    for version in ("v1", "v2")
+    for model, views in (
+        ("conversion", ("viewer_demographics", "viewer_profile", "viewer_live", "room_state")),
+        ("next_product", tuple(t.name for t in ALL_TABLES)),
+    )
 }
 
 _FEAST_TYPES: dict[str, PrimitiveFeastType] = {"float": Float64, "int": Int64, "string": String}

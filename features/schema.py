@@ -24,6 +24,8 @@ chat_text           string, nullable             chat only, free text
 amount_minor        int64, nullable              purchase only: integer minor units
 currency            string, nullable             purchase only: ISO 4217 code
 payment_method      string, nullable             purchase only: :data:`PAYMENT_METHODS`
+planned_end_time    timestamp[us, UTC], nullable stream_start only, optional: when the host
+                                                 plans to end the stream (its schedule)
 event_date          string YYYY-MM-DD (UTC)      partition column, derived
 ==================  ===========================  =====================================
 """
@@ -121,6 +123,7 @@ EVENTS = pa.schema(
         pa.field("amount_minor", pa.int64()),
         pa.field("currency", pa.string()),
         pa.field("payment_method", pa.string()),
+        pa.field("planned_end_time", TS),
     ]
 )
 
@@ -245,6 +248,8 @@ class _Rule:
 
     column: str
     required_for: frozenset[str]
+    #: Allowed but not required for ``required_for`` (still forbidden elsewhere).
+    optional: bool = False
 
 
 _EVENT_RULES = (
@@ -254,6 +259,7 @@ _EVENT_RULES = (
     _Rule("amount_minor", frozenset({"purchase"})),
     _Rule("currency", frozenset({"purchase"})),
     _Rule("payment_method", frozenset({"purchase"})),
+    _Rule("planned_end_time", frozenset({"stream_start"}), optional=True),
 )
 
 
@@ -303,7 +309,7 @@ def _validate_events(table: pa.Table) -> None:
         needs = pc.is_in(etype, value_set=pa.array(sorted(rule.required_for)))
         col = table.column(rule.column)
         missing = pc.sum(pc.and_(needs, pc.is_null(col))).as_py() or 0
-        if missing:
+        if missing and not rule.optional:
             raise SchemaError(
                 f"events: column {rule.column!r} is null in {missing} events that need it"
             )
@@ -315,6 +321,11 @@ def _validate_events(table: pa.Table) -> None:
     amounts = table.column("amount_minor").drop_null()
     if len(amounts) and pc.min(amounts).as_py() < 0:
         raise SchemaError("events: column 'amount_minor' has negative amounts")
+    early = pc.sum(pc.less(table.column("planned_end_time"), table.column("event_time")))
+    if early.as_py():
+        raise SchemaError(
+            f"events: column 'planned_end_time' is before event_time in {early.as_py()} events"
+        )
 
 
 def event_problem(event: dict[str, object]) -> str | None:
@@ -332,11 +343,20 @@ def event_problem(event: dict[str, object]) -> str | None:
     for rule in _EVENT_RULES:
         value = event.get(rule.column)
         needed = etype in rule.required_for
-        if needed and (value is None or value == ""):
+        if needed and not rule.optional and (value is None or value == ""):
             return f"{rule.column}: missing for a {etype} event"
     topic = event.get("chat_topic")
     if etype == "chat" and topic not in CHAT_TOPICS:
         return f"chat_topic: unknown topic {topic!r}"
+    planned_end = event.get("planned_end_time")
+    if planned_end is not None:
+        if etype != "stream_start":
+            return f"planned_end_time: only a stream_start event may set it, not {etype}"
+        when = event.get("event_time")
+        if not isinstance(planned_end, float | int) or (
+            isinstance(when, float | int) and planned_end < when
+        ):
+            return f"planned_end_time: must be a time after event_time, got {planned_end!r}"
     if etype == "purchase":
         amount = event.get("amount_minor")
         if not isinstance(amount, int) or amount < 0:

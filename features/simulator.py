@@ -80,7 +80,18 @@ class _Events:
     cols: dict[str, list[np.ndarray]] = field(
         default_factory=lambda: {
             k: []
-            for k in ("type", "t", "viewer", "product", "topic", "text", "amount", "cur", "pay")
+            for k in (
+                "type",
+                "t",
+                "viewer",
+                "product",
+                "topic",
+                "text",
+                "amount",
+                "cur",
+                "pay",
+                "plan_end",
+            )
         }
     )
 
@@ -90,7 +101,7 @@ class _Events:
             return
         self.cols["type"].append(np.full(n, _ET[etype], dtype=np.int8))
         self.cols["t"].append(np.asarray(t, dtype=np.int64))
-        for k in ("viewer", "product", "topic", "text", "amount", "cur", "pay"):
+        for k in ("viewer", "product", "topic", "text", "amount", "cur", "pay", "plan_end"):
             v = kw.get(k)
             self.cols[k].append(np.full(n, -1, dtype=np.int64) if v is None else np.asarray(v))
 
@@ -188,7 +199,8 @@ def run_stream(
     stage_by_min = plan.stage_by_min()
     ev = _Events()
     t0 = plan.start_us
-    ev.add("stream_start", np.array([t0]))
+    # The host announces the schedule's end with the start (the stream closes 2 min later).
+    ev.add("stream_start", np.array([t0]), plan_end=np.array([t0 + minutes * 60 * _US]))
     for slot, pos in enumerate(plan.order):
         ev.add(
             "stage_change",
@@ -475,6 +487,9 @@ def _events_table(
             "amount_minor": pa.array(amount, mask=amount < 0, type=pa.int64()),
             "currency": dict_col(cols["cur"], _CURRENCIES),
             "payment_method": dict_col(cols["pay"], list(PAYMENT_METHODS)),
+            "planned_end_time": pa.array(
+                cols["plan_end"][order] + shift, mask=cols["plan_end"][order] < 0, type=schema.TS
+            ),
         }
     )
 

@@ -84,6 +84,7 @@ VIEWER_LIVE = FeatureTable(
     keys=("viewer_id", "room_id"),
     columns={
         **_floats("join_ts", "last_event_ts", "present"),
+        **_floats("last_click_ts", "last_cart_ts", "last_checkout_ts", "last_purchase_ts"),
         **_floats(*(f"chat_{t}" for t in CHAT_TOPICS)),
         **_floats(
             "chats",
@@ -133,7 +134,8 @@ ROOM_STATE = FeatureTable(
     name="room_state",
     keys=("room_id",),
     columns={
-        **_floats("stream_start_ts", "viewers_present", "viewers_joined", "likes", "chats"),
+        **_floats("stream_start_ts", "planned_end_ts"),
+        **_floats("viewers_present", "viewers_joined", "likes", "chats"),
         **_floats(*(f"share_{r}" for r in REGIONS)),
         "stage_product_id": "string",
         **_floats("stage_start_ts"),

@@ -39,6 +39,7 @@ class Event:
     amount_minor: int | None = None
     currency: str | None = None
     payment_method: str | None = None
+    planned_end_time: float | None = None
 
 
 #: (currency, epoch seconds) -> USD per unit of that currency.
@@ -68,12 +69,20 @@ class ViewerSession:
     #: product -> funnel step reached, for products carted but not yet bought.
     cart: dict[str, int] = field(default_factory=dict)
     first_click_ts: float = NAN
+    #: Latest time each funnel step was reached (any product): how fresh the intent is.
+    last_click_ts: float = NAN
+    last_cart_ts: float = NAN
+    last_checkout_ts: float = NAN
     last_purchase_ts: float = NAN
 
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "join_ts": self.join_ts,
             "last_event_ts": self.last_event_ts,
+            "last_click_ts": self.last_click_ts,
+            "last_cart_ts": self.last_cart_ts,
+            "last_checkout_ts": self.last_checkout_ts,
+            "last_purchase_ts": self.last_purchase_ts,
             "present": self.present,
             "chats": self.chats,
             "likes": self.likes,
@@ -115,6 +124,7 @@ class ProductInRoom:
 @dataclass(slots=True)
 class Room:
     stream_start_ts: float = NAN
+    planned_end_ts: float = NAN
     present: dict[str, str] = field(default_factory=dict)  # viewer -> region
     joined: int = 0
     likes: float = 0.0
@@ -131,6 +141,7 @@ class Room:
                 counts[region] += 1
         out: dict[str, Any] = {
             "stream_start_ts": self.stream_start_ts,
+            "planned_end_ts": self.planned_end_ts,
             "viewers_present": float(n),
             "viewers_joined": float(self.joined),
             "likes": self.likes,
@@ -182,6 +193,8 @@ class LiveAggregator:
         et = e.event_type
         if et == "stream_start":
             room.stream_start_ts = t
+            if e.planned_end_time is not None:
+                room.planned_end_ts = float(e.planned_end_time)
             ch.room_state.append((e.room_id,))
             return ch
         if et == "stream_end":
@@ -249,13 +262,19 @@ class LiveAggregator:
                 p.clicks += 1
                 if not s.first_click_ts <= t:
                     s.first_click_ts = t
+                if not t <= s.last_click_ts:
+                    s.last_click_ts = t
             elif step == 2:
                 s.carts += 1
                 p.carts += 1
                 s.cart[e.product_id] = 2
+                if not t <= s.last_cart_ts:
+                    s.last_cart_ts = t
             elif step == 3:
                 s.checkouts += 1
                 s.cart[e.product_id] = 3
+                if not t <= s.last_checkout_ts:
+                    s.last_checkout_ts = t
             else:
                 s.purchases += 1
                 p.purchases += 1
@@ -311,6 +330,12 @@ def as_of(row: Mapping[str, Any], now: float | np.ndarray) -> dict[str, Any]:
         "tenure_days": since("viewer_profile__first_seen_ts", 86400.0),
         "on_stage_for_min": since("product_live__stage_start_ts", 60.0),
         "stream_age_min": since("room_state__stream_start_ts", 60.0),
+        "since_click_min": since("viewer_live__last_click_ts", 60.0),
+        "since_cart_min": since("viewer_live__last_cart_ts", 60.0),
+        "since_checkout_min": since("viewer_live__last_checkout_ts", 60.0),
+        "since_purchase_min": since("viewer_live__last_purchase_ts", 60.0),
+        # Negative once the planned end has passed (an overrun): still informative.
+        "minutes_left": -since("room_state__planned_end_ts", 60.0),
     }
 
 
@@ -327,6 +352,7 @@ def events_from_columns(cols: Mapping[str, Iterable[Any]]) -> Iterable[Event]:
         "amount_minor",
         "currency",
         "payment_method",
+        "planned_end_time",
     )
     for values in zip(*(cols[n] for n in names), strict=True):
         yield Event(*values)

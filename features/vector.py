@@ -90,6 +90,11 @@ LIVE_COLUMNS: tuple[str, ...] = (
     "room_stream_age_min",
     "room_likes_per_viewer",
     "room_share_own_region",
+    "since_click_min",
+    "since_cart_min",
+    "since_checkout_min",
+    "since_purchase_min",
+    "room_minutes_left",
 )
 CONVERSION_COLUMNS: tuple[str, ...] = PROFILE_COLUMNS + LIVE_COLUMNS
 PRODUCT_COLUMNS: tuple[str, ...] = (
@@ -149,9 +154,9 @@ class ModelSpec:
         return [1 if c in MONOTONE_UP else -1 if c in MONOTONE_DOWN else 0 for c in self.columns]
 
 
-CONVERSION = ModelSpec("conversion", "conversion_v1", CONVERSION_COLUMNS)
-CONVERSION_PROFILE_ONLY = ModelSpec("conversion_profile_only", "conversion_v1", PROFILE_COLUMNS)
-NEXT_PRODUCT = ModelSpec("next_product", "next_product_v1", NEXT_PRODUCT_COLUMNS)
+CONVERSION = ModelSpec("conversion", "conversion_v2", CONVERSION_COLUMNS)
+CONVERSION_PROFILE_ONLY = ModelSpec("conversion_profile_only", "conversion_v2", PROFILE_COLUMNS)
+NEXT_PRODUCT = ModelSpec("next_product", "next_product_v2", NEXT_PRODUCT_COLUMNS)
 SPECS = {s.name: s for s in (CONVERSION, CONVERSION_PROFILE_ONLY, NEXT_PRODUCT)}
 
 
@@ -226,7 +231,16 @@ def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, 
         f[short] = _code(cols, f"viewer_demographics__{short}", n)
     f["preferred_payment"] = _code(cols, "viewer_profile__preferred_payment", n)
     f["local_hour"] = local_hour(_strings(cols, "viewer_demographics__market", n), now_arr)
-    for k in ("days_since_last_order", "tenure_days", "dwell_min", "idle_s"):
+    for k in (
+        "days_since_last_order",
+        "tenure_days",
+        "dwell_min",
+        "idle_s",
+        "since_click_min",
+        "since_cart_min",
+        "since_checkout_min",
+        "since_purchase_min",
+    ):
         f[k] = np.asarray(derived[k], dtype=np.float64)
     for c in _PROFILE:
         f[c] = _num(cols, f"viewer_profile__{c}", n)
@@ -243,6 +257,7 @@ def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, 
     f["chats_per_min"] = f["chats"] / minutes
     f["room_viewers_present"] = _num(cols, "room_state__viewers_present", n)
     f["room_stream_age_min"] = np.asarray(derived["stream_age_min"], dtype=np.float64)
+    f["room_minutes_left"] = np.asarray(derived["minutes_left"], dtype=np.float64)
     f["room_likes_per_viewer"] = _num(cols, "room_state__likes", n) / np.maximum(
         _num(cols, "room_state__viewers_joined", n), 1.0
     )
@@ -360,7 +375,8 @@ def assemble(
     if "category" in spec.columns:
         p = product_block(cols, now)
         f = {**f, **p, **cross_block(f, p, exposure_kind, grid=False)}
-    return np.column_stack([f[c] for c in spec.columns]).astype(np.float32)
+    # np.array(...).T: the same matrix as np.column_stack, built 3-5x faster.
+    return np.ascontiguousarray(np.array([f[c] for c in spec.columns]).T, dtype=np.float32)
 
 
 def assemble_grid(
@@ -383,7 +399,7 @@ def assemble_grid(
     # The viewer's columns lead every spec (CONVERSION_COLUMNS): one broadcast copy.
     lead = len(own) if own == list(range(len(own))) else 0
     if lead:
-        block = np.column_stack([viewers[c] for c in spec.columns[:lead]])
+        block = np.array([viewers[c] for c in spec.columns[:lead]]).T  # = column_stack, faster
         out[:, :, :lead] = block[:, None, :]
     for j, c in enumerate(spec.columns[lead:], start=lead):
         if c in cross:

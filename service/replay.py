@@ -59,6 +59,8 @@ def load_stream(data_dir: Path, room_id: str) -> list[dict[str, Any]]:
     rows = table.drop_columns([c for c in table.column_names if c == "event_date"]).to_pylist()
     for r in rows:
         r["event_time"] = r["event_time"].timestamp()
+        if r.get("planned_end_time") is not None:
+            r["planned_end_time"] = r["planned_end_time"].timestamp()
     rows.sort(key=lambda r: (r["event_time"], r["event_id"]))
     return rows
 
@@ -79,7 +81,12 @@ def shifted(
         else:
             due = 0.0
             t = e["event_time"] + (now - t1)
-        out.append((due, {**e, "event_time": t, "event_id": f"{e['event_id']}~{run_id}"}))
+        moved = {**e, "event_time": t, "event_id": f"{e['event_id']}~{run_id}"}
+        if e.get("planned_end_time") is not None:
+            # The schedule moves with the stream (and keeps its length in stream time).
+            ahead = e["planned_end_time"] - e["event_time"]
+            moved["planned_end_time"] = t + (ahead / speed if speed > 0 else ahead)
+        out.append((due, moved))
     return out
 
 

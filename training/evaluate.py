@@ -155,8 +155,13 @@ def base_rates(frame: pd.DataFrame) -> dict[str, float]:
 def _market_rows(
     test: pd.DataFrame, p: np.ndarray, rates: dict[str, float]
 ) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per market: log-loss beside the base rate, calibration, AUC. Where the rows carry
+    the simulator's oracle, its own calibration error on the same rows is given too: a
+    perfectly calibrated predictor still shows that much on a finite test set (the floor
+    a market's ECE target has to be read against)."""
     rows, metrics = [], {}
     y, w = test["label"].to_numpy(float), test["weight"].to_numpy(float)
+    oracle = test["oracle"].to_numpy(float) if "oracle" in test else None
     base = test["region"].map(rates).fillna(rates["*"]).to_numpy(float)
     regions = test["region"].to_numpy()
     for region in ("ALL", *REGIONS):
@@ -168,6 +173,8 @@ def _market_rows(
         row = {
             "market": region,
             "rows": int(m.sum()),
+            # ECE on a market with few buyers is mostly noise: the count says how much.
+            "positives": int((y[m] > 0).sum()),
             "base_rate": rate,
             "logloss": logloss(y[m], p[m], w[m]),
             "logloss_base": logloss(y[m], base[m], w[m]),
@@ -175,10 +182,16 @@ def _market_rows(
             "ece_over_rate": ece / rate if rate > 0 else float("nan"),
             "auc": auc(y[m], p[m], w[m]),
         }
+        floor = float("nan")
+        if oracle is not None:
+            floor = calibration_error(y[m], oracle[m], w[m]) / rate if rate > 0 else floor
+            row["oracle_ece_over_rate"] = floor
         rows.append(row)
         key = "" if region == "ALL" else f"_{region}"
         for name in ("logloss", "logloss_base", "ece", "ece_over_rate", "auc", "base_rate"):
             metrics[f"{name}{key}"] = float(row[name])  # type: ignore[arg-type]
+        if oracle is not None:
+            metrics[f"oracle_ece_over_rate{key}"] = floor
     return pd.DataFrame(rows).set_index("market"), metrics
 
 

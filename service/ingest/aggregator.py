@@ -216,6 +216,7 @@ class Aggregator:
                 e.get("amount_minor"),
                 e.get("currency") or None,
                 e.get("payment_method") or None,
+                e.get("planned_end_time"),
             )
         )
         t = float(e["event_time"])
@@ -303,10 +304,16 @@ def _same(a: Any, b: Any) -> bool:
     return a == b or (a != a and b != b)  # NaN equals NaN here
 
 
+#: Timestamp columns: epoch seconds in the dicts, microseconds in the log.
+_TIMES = frozenset(f.name for f in schema.EVENTS if f.type == schema.TS)
+
+
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
     rows = table.to_pylist()
     for r in rows:
-        r["event_time"] = r["event_time"].timestamp()
+        for name in _TIMES:
+            if r.get(name) is not None:
+                r[name] = r[name].timestamp()
     return rows
 
 
@@ -315,14 +322,14 @@ def _batch(events: Sequence[dict[str, Any]]) -> pa.RecordBatch:
     for e in events:
         for name in _FIELDS:
             v = e.get(name)
-            if name == "event_time":
-                v = round(float(e[name]) * 1e6)
+            if name in _TIMES:
+                v = None if v is None else round(float(v) * 1e6)
             elif v == "":
                 v = None
             cols[name].append(v)
     arrays = [
         pa.array(cols[f.name], type=pa.int64()).cast(f.type)
-        if f.name == "event_time"
+        if f.name in _TIMES
         else pa.array(cols[f.name], type=f.type)
         for f in schema.EVENTS
     ]

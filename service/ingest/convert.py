@@ -40,6 +40,12 @@ _TO_STR = {field: _names(enum, prefix) for field, enum, prefix in _ENUMS}
 _TO_NUM = {field: {v: k for k, v in names.items()} for field, names in _TO_STR.items()}
 
 
+def _seconds(t: Any) -> float:
+    """A Timestamp as epoch seconds, kept to microseconds: live state must not be finer
+    than a rebuild from the event log."""
+    return float(t.seconds + (t.nanos // 1000) / 1e6)
+
+
 def event(e: pb.LiveEvent) -> dict[str, Any]:
     """One protobuf event as a raw-schema dict (absent fields are ``None``)."""
     out: dict[str, Any] = {
@@ -49,10 +55,9 @@ def event(e: pb.LiveEvent) -> dict[str, Any]:
         "product_id": e.product_id or None,
         "chat_text": e.chat_text or None,
         # The event log keeps microseconds: live state must not be finer than a rebuild.
-        "event_time": (
-            e.event_time.seconds + (e.event_time.nanos // 1000) / 1e6
-            if e.HasField("event_time")
-            else None
+        "event_time": _seconds(e.event_time) if e.HasField("event_time") else None,
+        "planned_end_time": (
+            _seconds(e.planned_end_time) if e.HasField("planned_end_time") else None
         ),
         "amount_minor": e.amount.amount_minor if e.HasField("amount") else None,
         "currency": (e.amount.currency or None) if e.HasField("amount") else None,
@@ -77,9 +82,9 @@ def to_proto(e: dict[str, Any]) -> pb.LiveEvent:
         product_id=e.get("product_id") or "",
         chat_text=e.get("chat_text") or "",
     )
-    t = e["event_time"]
-    seconds = t.timestamp() if isinstance(t, datetime) else float(t)
-    msg.event_time.FromNanoseconds(round(seconds * 1e9))
+    msg.event_time.FromNanoseconds(_nanos(e["event_time"]))
+    if e.get("planned_end_time") is not None:
+        msg.planned_end_time.FromNanoseconds(_nanos(e["planned_end_time"]))
     for field, numbers in _TO_NUM.items():
         value = e.get(field)
         if value:
@@ -88,6 +93,11 @@ def to_proto(e: dict[str, Any]) -> pb.LiveEvent:
         msg.amount.amount_minor = int(e["amount_minor"])
         msg.amount.currency = e.get("currency") or ""
     return msg
+
+
+def _nanos(t: datetime | float) -> int:
+    seconds = t.timestamp() if isinstance(t, datetime) else float(t)
+    return round(seconds * 1e9)
 
 
 def summary(result: IngestResult, offset: int = 0) -> pb.IngestSummary:

@@ -22,6 +22,7 @@ from features.registry_store import DataDirRegistryStore
 from features.settings import FeatureSettings
 from features.store import REPO_DIR, apply, open_store, repo_config
 from features.tables import ALL_TABLES, BY_NAME, TIMESTAMP, FeatureTable
+from features.vector import CONVERSION, NEXT_PRODUCT
 from tests.features.conftest import TinyRepo
 from tests.features.tiny_tables import KEY_VALUES, entity_rows, latest, write_tiny_tables
 
@@ -60,16 +61,19 @@ def test_apply_registers_every_table_as_a_view(tiny_repo: TinyRepo) -> None:
 
 def test_apply_registers_the_versioned_feature_services(tiny_repo: TinyRepo) -> None:
     services = {s.name: s for s in tiny_repo.store.list_feature_services()}
-    assert set(services) == {"conversion_v1", "next_product_v1"}
+    assert set(services) == {"conversion_v1", "conversion_v2", "next_product_v1", "next_product_v2"}
     for name, views in FEATURE_SERVICES.items():
         assert [p.name for p in services[name].feature_view_projections] == list(views)
-    assert set(FEATURE_SERVICES["conversion_v1"]) == {
-        "viewer_demographics",
-        "viewer_profile",
-        "viewer_live",
-        "room_state",
-    }
-    assert set(FEATURE_SERVICES["next_product_v1"]) == {t.name for t in ALL_TABLES}
+    for version in ("v1", "v2"):
+        assert set(FEATURE_SERVICES[f"conversion_{version}"]) == {
+            "viewer_demographics",
+            "viewer_profile",
+            "viewer_live",
+            "room_state",
+        }
+        assert set(FEATURE_SERVICES[f"next_product_{version}"]) == {t.name for t in ALL_TABLES}
+    # The models read the newest version.
+    assert {CONVERSION.feature_service, NEXT_PRODUCT.feature_service} <= set(services)
 
 
 def test_apply_deletes_objects_no_longer_defined(tiny_repo: TinyRepo) -> None:
@@ -212,7 +216,7 @@ def _expected_as_of(
 
 
 def _historical(tiny_repo: TinyRepo, entity_df: pd.DataFrame) -> pd.DataFrame:
-    service = tiny_repo.store.get_feature_service("next_product_v1")
+    service = tiny_repo.store.get_feature_service(NEXT_PRODUCT.feature_service)
     # Several views share feature names (likes, clicks, stage_start_ts...): a service
     # over all of them needs full feature names (view__feature).
     job = tiny_repo.store.get_historical_features(

@@ -65,6 +65,40 @@ def test_tables_validate_on_read_and_events_are_time_ordered(tiny_world: Path) -
     assert (purchases["amount_minor"] > 0).all() and len(jpy) >= 0
 
 
+def test_stream_start_announces_the_schedules_end(tiny_world: Path) -> None:
+    ev = schema.read_events(tiny_world).to_pandas()
+    starts = ev[ev["event_type"] == "stream_start"].set_index("room_id")
+    streams = schema.read_table("streams", tiny_world).to_pandas().set_index("room_id")
+    schedule_end = streams["stage_schedule"].map(lambda slots: max(s["end_time"] for s in slots))
+    planned = starts["planned_end_time"].reindex(schedule_end.index)
+    assert (planned == schedule_end.map(pd.Timestamp)).all()
+    assert ev.loc[ev["event_type"] != "stream_start", "planned_end_time"].isna().all()
+    # Announced before the stream closes: the model may use it, it is not the future.
+    assert (planned < streams["end_time"]).all()
+
+
+def test_schema_rejects_a_planned_end_before_the_start(tiny_world: Path) -> None:
+    ev = schema.read_events(tiny_world)
+    starts = ev.filter(pa.compute.equal(ev.column("event_type"), "stream_start"))
+    i = starts.schema.get_field_index("planned_end_time")
+    early = pa.compute.subtract(
+        starts.column("event_time"), pa.scalar(60_000_000, pa.duration("us"))
+    )
+    with pytest.raises(schema.SchemaError, match="planned_end_time"):
+        schema.validate("events", starts.set_column(i, "planned_end_time", early))
+    problem = schema.event_problem(
+        {
+            "event_id": "x",
+            "event_type": "like",
+            "event_time": 1.0,
+            "room_id": "r",
+            "viewer_id": "v",
+            "planned_end_time": 2.0,
+        }
+    )
+    assert problem is not None and problem.startswith("planned_end_time")
+
+
 @pytest.mark.parametrize(
     ("column", "mutate", "message"),
     [

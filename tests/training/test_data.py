@@ -96,7 +96,7 @@ def test_asof_join_equals_feast(feast_world: FeatureSettings, kind: str) -> None
 
 def test_fingerprint_tracks_rows_and_labels(conversion_set: data.TrainingSet) -> None:
     fp = conversion_set.fingerprint()
-    assert fp["rows"] == len(conversion_set.frame) and fp["feature_service"] == "conversion_v1"
+    assert fp["rows"] == len(conversion_set.frame) and fp["feature_service"] == "conversion_v2"
     flipped = data.TrainingSet(conversion_set.spec, conversion_set.frame.copy())
     labels = flipped.frame["label"].to_numpy().copy()
     labels[0] = 1 - labels[0]

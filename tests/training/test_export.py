@@ -39,7 +39,7 @@ def test_served_directory_layout(champion_dir: Path) -> None:
         assert (champion_dir / name).is_file(), name
     model = ServedModel.load(champion_dir)
     assert model.columns == list(CONVERSION.columns)
-    assert model.feature_service == "conversion_v1"
+    assert model.feature_service == "conversion_v2"
     assert model.spec["exposure_window_min"] == 10
     with np.load(champion_dir / PARITY_FILE) as parity:
         assert np.isnan(parity["X"]).any(axis=1).sum() > 0, "parity sample needs NaN rows"

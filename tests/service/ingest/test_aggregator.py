@@ -190,6 +190,9 @@ def test_replaying_a_stream_gives_the_batch_features_online(
     ev = events[events["room_id"] == room].copy()
     delta = NOW - ev["event_time"].max().timestamp()
     ev["event_time"] = ev["event_time"].map(lambda t: t.timestamp() + delta)
+    ev["planned_end_time"] = ev["planned_end_time"].map(
+        lambda t: None if pd.isna(t) else t.timestamp() + delta
+    )
     viewers = schema.read_table("viewers", tiny_world).to_pandas()
     region = dict(zip(viewers["viewer_id"], viewers["region"], strict=True))
     fx = fx_lookup(schema.read_table("fx", tiny_world).to_pandas())
@@ -277,3 +280,38 @@ def test_a_second_aggregator_on_the_same_log_is_refused_until_the_first_stops(
         await second.stop()
 
     run(go())
+
+
+def test_the_planned_end_is_checked_applied_and_survives_a_restart(tmp_path: Path) -> None:
+    end = NOW + 3600
+
+    async def first() -> None:
+        agg = _agg(tmp_path)
+        await agg.start()
+        res = await agg.ingest(
+            [
+                _ev(1, "stream_start", planned_end_time=end),
+                _ev(2, "stream_start", room_id="r2", planned_end_time=NOW - 60),
+                _ev(3, "like", planned_end_time=end),
+                _ev(4, "stream_start", room_id="r3"),  # optional: no plan announced
+            ]
+        )
+        assert res.accepted == 2
+        reasons = {r.index: (r.field, r.reason) for r in res.rejected}
+        assert reasons[1][0] == "planned_end_time" and "after event_time" in reasons[1][1]
+        assert reasons[2][0] == "planned_end_time" and "like" in reasons[2][1]
+        assert agg.fold.rooms["r1"].planned_end_ts == end
+        assert np.isnan(agg.fold.rooms["r3"].planned_end_ts)
+        agg.wal.unlock()  # a crash: the WAL alone must bring the plan back
+
+    async def restart() -> None:
+        agg = _agg(tmp_path)
+        await agg.start()
+        assert agg.fold.rooms["r1"].planned_end_ts == end
+        await agg.stop()
+        log_events = schema.read_events(tmp_path).to_pandas().set_index("event_id")
+        assert log_events.loc["e1", "planned_end_time"] == pd.Timestamp(end, unit="s", tz="UTC")
+        assert pd.isna(log_events.loc["e4", "planned_end_time"])
+
+    run(first())
+    run(restart())

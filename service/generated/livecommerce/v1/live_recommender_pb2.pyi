@@ -253,7 +253,7 @@ class NextProduct(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., score: _Optional[float] = ..., expected_conversions: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., flags: _Optional[_Union[DegradationFlags, _Mapping]] = ...) -> None: ...
 
 class LiveEvent(_message.Message):
-    __slots__ = ("event_id", "event_type", "event_time", "room_id", "viewer_id", "product_id", "chat_topic", "chat_text", "amount", "payment_method")
+    __slots__ = ("event_id", "event_type", "event_time", "room_id", "viewer_id", "product_id", "chat_topic", "chat_text", "amount", "payment_method", "planned_end_time")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -264,6 +264,7 @@ class LiveEvent(_message.Message):
     CHAT_TEXT_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_END_TIME_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_type: EventType
     event_time: _timestamp_pb2.Timestamp
@@ -274,7 +275,8 @@ class LiveEvent(_message.Message):
     chat_text: str
     amount: Money
     payment_method: PaymentMethod
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[_Union[EventType, str]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., room_id: _Optional[str] = ..., viewer_id: _Optional[str] = ..., product_id: _Optional[str] = ..., chat_topic: _Optional[_Union[ChatTopic, str]] = ..., chat_text: _Optional[str] = ..., amount: _Optional[_Union[Money, _Mapping]] = ..., payment_method: _Optional[_Union[PaymentMethod, str]] = ...) -> None: ...
+    planned_end_time: _timestamp_pb2.Timestamp
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[_Union[EventType, str]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., room_id: _Optional[str] = ..., viewer_id: _Optional[str] = ..., product_id: _Optional[str] = ..., chat_topic: _Optional[_Union[ChatTopic, str]] = ..., chat_text: _Optional[str] = ..., amount: _Optional[_Union[Money, _Mapping]] = ..., payment_method: _Optional[_Union[PaymentMethod, str]] = ..., planned_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EventBatch(_message.Message):
     __slots__ = ("events",)
