@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import logging
 import threading
@@ -72,9 +73,20 @@ def judge(rows: Iterable[tuple[str, Row | None]], now: float) -> Judged:
             continue
         row_age = max(0.0, now - float(row[TS]))
         age = max(age, row_age)
-        if row_age > BY_NAME[view].ttl.total_seconds():
+        if row_age > _ttl_s(view):
             flags.stale_features = True
     return Judged(flags, int(age * 1000))
+
+
+_TTL_S: dict[str, float] = {}
+
+
+def _ttl_s(view: str) -> float:
+    """A view's TTL in seconds (looked up once per view)."""
+    ttl = _TTL_S.get(view)
+    if ttl is None:
+        ttl = _TTL_S[view] = BY_NAME[view].ttl.total_seconds()
+    return ttl
 
 
 def columns(view: str, row: Row | None) -> dict[str, Any]:
@@ -139,6 +151,20 @@ class OnlineFeatures:
             return future.result(timeout=timeout)
         except cf.TimeoutError:
             future.cancel()
+            log.warning("online store read timed out after %.1f ms", timeout * 1000)
+        except Exception:
+            log.exception("online store read failed")
+        return None
+
+    async def fetch_async(self, request: Request, deadline: Deadline) -> Rows | None:
+        """:meth:`fetch` for a caller on an event loop: the loop waits, it never blocks."""
+        timeout = self._timeout(deadline)
+        if timeout <= 0:
+            return None
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self._read_all, request)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
             log.warning("online store read timed out after %.1f ms", timeout * 1000)
         except Exception:
             log.exception("online store read failed")
@@ -214,6 +240,15 @@ class OnlineFeatures:
                     self._products.update(zip(missing, got[PRODUCT_STATS.name], strict=True))
         with self._products_lock:
             return [self._products.get(p) for p in product_ids], ok
+
+    def cached_products(self, product_ids: Sequence[str]) -> list[Row | None] | None:
+        """``product_stats`` rows if every one is in the cache (no read), else ``None``."""
+        cache = self._products
+        with self._products_lock:
+            try:
+                return [cache[p] for p in product_ids]
+            except KeyError:
+                return None
 
     def popularity(self, product_ids: Sequence[str]) -> list[float]:
         """Historical purchase rate of each cached product (0 when unknown): the fallback."""

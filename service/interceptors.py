@@ -36,6 +36,7 @@ class Guard(grpc.aio.ServerInterceptor):
         self.max_concurrency = max_concurrency
         self.metrics = metrics
         self.in_flight = 0  # one event loop: no lock needed
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -46,7 +47,14 @@ class Guard(grpc.aio.ServerInterceptor):
         full: str = handler_call_details.method
         if handler is None or not full.startswith(f"/{SERVICE}/"):
             return handler
-        method = full.rsplit("/", 1)[-1]
+        cached = self._wrapped.get(full)
+        if cached is not None and cached[0] is handler:
+            return cached[1]  # the wrapper holds no per-call state: built once per method
+        wrapped = self._wrap(full.rsplit("/", 1)[-1], handler)
+        self._wrapped[full] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
 

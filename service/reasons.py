@@ -9,6 +9,7 @@ reasons, so the cost is paid for ``top_k`` rows, not every candidate.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -93,6 +94,28 @@ _RULES: dict[str, Rule] = {
         "IDLE",
         lambda v: {"seconds": _num(v)},
         lambda v: f"last active {_num(v)} seconds ago",
+    ),
+    **{
+        f"since_{step}_min": (
+            f"LAST_{code}",
+            lambda v: {"minutes": _num(v)},
+            lambda v, words=words: f"{words} {_num(v)} minutes ago",  # type: ignore[misc]
+        )
+        for step, code, words in (
+            ("click", "CLICK", "clicked a product"),
+            ("cart", "ADD_TO_CART", "added to cart"),
+            ("checkout", "CHECKOUT", "started checkout"),
+            ("purchase", "PURCHASE", "bought"),
+        )
+    },
+    "room_minutes_left": (
+        "STREAM_ENDS_IN",
+        lambda v: {"minutes": _num(v)},
+        lambda v: (
+            f"stream ends in {_num(v)} minutes"
+            if v >= 0
+            else f"stream {_num(-v)} minutes past its planned end"
+        ),
     ),
     "likes": ("LIKED", lambda v: {"count": _num(v)}, lambda v: f"liked the stream {_times(v)}"),
     "shares": ("SHARED", lambda v: {"count": _num(v)}, lambda v: f"shared the stream {_times(v)}"),
@@ -248,7 +271,20 @@ _RULES: dict[str, Rule] = {
 }
 
 
+#: What a missing value means, for features where "missing" is a fact about the viewer.
+_WHEN_MISSING: dict[str, tuple[str, str]] = {
+    "since_click_min": ("NO_CLICK_YET", "has not clicked a product yet"),
+    "since_cart_min": ("NO_CART_YET", "has not added to cart yet"),
+    "since_checkout_min": ("NO_CHECKOUT_YET", "has not started checkout yet"),
+    "since_purchase_min": ("NO_PURCHASE_YET", "has not bought in this stream yet"),
+    "room_minutes_left": ("NO_PLANNED_END", "the stream's end was not announced"),
+}
+
+
 def _generic(feature: str, v: float) -> tuple[str, dict[str, str], str]:
+    if math.isnan(v) and feature in _WHEN_MISSING:
+        code, text = _WHEN_MISSING[feature]
+        return code, {}, text
     shown = "unknown" if math.isnan(v) else f"{v:.3g}"
     return (
         f"FEATURE_{feature.upper()}",
@@ -276,21 +312,46 @@ def explain(
     """The ``n`` strongest contributions of one row, strongest first."""
     if contrib is None or n <= 0:
         return []
+    return explain_rows(columns, np.asarray(x)[None, :], np.asarray(contrib)[None, :], n)[0]
+
+
+def explain_rows(
+    columns: Sequence[str], X: np.ndarray, contrib: np.ndarray | None, n: int
+) -> list[list[Reason]]:
+    """:func:`explain` of every row of ``X`` (``contrib`` aligned with it), with one sort
+    for all the rows instead of one per row."""
+    if contrib is None or n <= 0:
+        return [[] for _ in range(len(X))]
     contrib = _audible(columns, contrib)
-    order = np.argsort(-np.abs(contrib), kind="stable")[:n]
-    out: list[Reason] = []
-    for j in order:
-        weight = float(contrib[j])
-        if weight == 0.0:
-            break
-        feature, value = columns[j], float(x[j])
-        rule = _RULES.get(feature)
-        if rule is None or (math.isnan(value) and feature in _RULES):
-            code, args, text = _generic(feature, value)
-        else:
-            code, args, text = rule[0], rule[1](value), rule[2](value)
-        out.append(Reason(code=code, args=args, text=text, weight=weight))
+    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :n]
+    weights = np.take_along_axis(contrib, order, axis=1).tolist()
+    values = np.take_along_axis(np.asarray(X), order, axis=1).tolist()
+    out: list[list[Reason]] = []
+    for js, ws, vs in zip(order.tolist(), weights, values, strict=True):
+        reasons: list[Reason] = []
+        for j, weight, value in zip(js, ws, vs, strict=True):
+            if weight == 0.0:
+                break
+            reasons.append(_reason(columns[j], float(value), weight))
+        out.append(reasons)
     return out
+
+
+def _reason(feature: str, value: float, weight: float) -> Reason:
+    code, args, text = _describe(feature, value)
+    return Reason(code=code, args=dict(args), text=text, weight=weight)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _describe(feature: str, value: float) -> tuple[str, tuple[tuple[str, str], ...], str]:
+    """Code, args and sentence of one feature value: the same values come back call after
+    call (a product's price, a viewer's profile), so each is formatted once."""
+    rule = _RULES.get(feature)
+    if rule is None or (math.isnan(value) and feature in _RULES):
+        code, args, text = _generic(feature, value)
+    else:
+        code, args, text = rule[0], rule[1](value), rule[2](value)
+    return code, tuple(args.items()), text
 
 
 #: Count-like features: in a room, "k of n viewers present <verb>" (code MANY_<code>).

@@ -10,7 +10,11 @@ popularity) and says so in its flags; it is never late on purpose.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import operator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,10 +48,10 @@ from service.domain import (
     ViewerScore,
 )
 from service.feast_reader import TS, Row
-from service.features_online import VIEWER_VIEWS, OnlineFeatures, Rows, judge
+from service.features_online import VIEWER_VIEWS, OnlineFeatures, Request, Rows, judge
 from service.ingest.rooms import RoomMemory, RoomSnapshot
 from service.models import LoadedModel, ModelRegistry
-from service.reasons import explain, explain_room
+from service.reasons import explain_room, explain_rows
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
 
 #: Most viewers whose contributions explain a candidate of RecommendNextProduct.
@@ -59,15 +63,93 @@ Cols = dict[str, Any]
 def view_columns(view: str, rows: Sequence[Row | None]) -> Cols:
     """Rows of one view as ``<view>__<feature>`` columns: float64 with NaN for numbers,
     objects with ``None`` for strings, where a row or a value is absent."""
+    numbers, pick = _numbers(view)
+    n = len(rows)
     out: Cols = {}
-    nan = float("nan")
+    if numbers:
+        # One conversion for the whole view (numpy reads None as NaN), not one per column.
+        blank = (None,) * len(numbers)
+        matrix = (
+            np.array([pick(r) if r else blank for r in rows], np.float64).T
+            if n
+            else np.empty((len(numbers), 0))
+        )
+        matrix = np.ascontiguousarray(matrix)
+    j = 0
     for c, kind in BY_NAME[view].columns.items():
-        values = [r.get(c) if r else None for r in rows]
         if kind == "string":
-            out[f"{view}__{c}"] = np.array(values, dtype=object)
+            out[f"{view}__{c}"] = np.array([r.get(c) if r else None for r in rows], dtype=object)
         else:
-            out[f"{view}__{c}"] = np.array([nan if v is None else v for v in values], np.float64)
+            out[f"{view}__{c}"] = matrix[j]
+            j += 1
     return out
+
+
+def _picker(names: tuple[str, ...]) -> Callable[[Row], tuple[Any, ...]]:
+    """``row -> (row.get(name) for name in names)``, with one C call when every name is there."""
+    if not names:
+        return lambda r: ()
+    many = operator.itemgetter(*names)
+    get = many if len(names) > 1 else lambda r: (many(r),)
+
+    def pick(row: Row) -> tuple[Any, ...]:
+        try:
+            return get(row)
+        except KeyError:
+            return tuple(map(row.get, names))
+
+    return pick
+
+
+_NUMBERS: dict[str, tuple[tuple[str, ...], Callable[[Row], tuple[Any, ...]]]] = {}
+
+
+def _numbers(view: str) -> tuple[tuple[str, ...], Callable[[Row], tuple[Any, ...]]]:
+    """A view's numeric columns in declared order, and their picker (built once per view)."""
+    found = _NUMBERS.get(view)
+    if found is None:
+        numbers = tuple(c for c, k in BY_NAME[view].columns.items() if k != "string")
+        found = _NUMBERS[view] = (numbers, _picker(numbers))
+    return found
+
+
+class ProductColumns:
+    """The product columns of a candidate list, reused while its rows stay the same objects.
+
+    The product cache hands out the same ``product_stats`` rows until its refresh and the
+    live cache the same ``product_live`` rows for ``live_cache_s``, so calls about one
+    room's candidates mostly find their columns built. Cached arrays are read-only.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, ...], tuple[list[Row | None], ...]] = OrderedDict()
+        self._cols: dict[tuple[str, ...], Cols] = {}
+        self._lock = threading.Lock()
+
+    def get(self, cands: tuple[str, ...], stats: list[Row | None], live: list[Row | None]) -> Cols:
+        with self._lock:
+            hit = self._entries.get(cands)
+            if hit is not None and _same(hit[0], stats) and _same(hit[1], live):
+                self._entries.move_to_end(cands)
+                return self._cols[cands]
+        cols = view_columns("product_stats", stats)
+        cols.update(view_columns(PRODUCT_LIVE.name, live))
+        cols["product_id"] = np.array(cands, dtype=object)
+        for a in cols.values():
+            a.flags.writeable = False
+        with self._lock:
+            self._entries[cands] = (list(stats), list(live))
+            self._entries.move_to_end(cands)
+            self._cols[cands] = cols
+            while len(self._entries) > self._size:
+                old, _ = self._entries.popitem(last=False)
+                del self._cols[old]
+        return cols
+
+
+def _same(a: Sequence[Row | None], b: Sequence[Row | None]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 class Scorer:
@@ -79,6 +161,7 @@ class Scorer:
         self.s = settings
         self.features = features
         self.models = models
+        self._product_cols = ProductColumns()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -106,12 +189,33 @@ class Scorer:
         judged.flags.cold_start = rows[VIEWER_PROFILE.name][i] is None
         return judged.flags, judged.age_ms
 
+    def _viewers_flags(self, rows: Rows, n: int, now: float) -> list[tuple[Flags, int]]:
+        """:meth:`_viewer_flags` of viewers ``0..n-1`` at once: the same ages (the same
+        float operations) and stale flags, over arrays of the rows' times."""
+        nan = float("nan")
+        views = [*VIEWER_VIEWS, ROOM_STATE.name]
+        room = rows[ROOM_STATE.name][0]
+        times = [[nan if r is None else float(r[TS]) for r in rows[v][:n]] for v in VIEWER_VIEWS]
+        times.append([nan if room is None else float(room[TS])] * n)
+        row_age = np.maximum(0.0, now - np.array(times, dtype=np.float64).reshape(len(views), n))
+        ttl = np.array([BY_NAME[v].ttl.total_seconds() for v in views])[:, None]
+        stale: list[bool] = np.any(row_age > ttl, axis=0).tolist()  # NaN (no row): never stale
+        ages: list[int] = (
+            (np.fmax(np.fmax.reduce(row_age, axis=0), 0.0) * 1000).astype(np.int64).tolist()
+        )
+        profiles = rows[VIEWER_PROFILE.name]
+        return [
+            (Flags(cold_start=profiles[i] is None, stale_features=stale[i]), ages[i])
+            for i in range(n)
+        ]
+
     def _viewer_cols(self, rows: Rows, n_rows: int) -> Cols:
         cols: Cols = {}
         for view in VIEWER_VIEWS:
             cols.update(view_columns(view, rows[view]))
-        room = rows[ROOM_STATE.name][0]
-        cols.update(view_columns(ROOM_STATE.name, [room] * n_rows))
+        # The room's row, converted once and repeated for every viewer.
+        room = view_columns(ROOM_STATE.name, rows[ROOM_STATE.name][:1])
+        cols.update(room if n_rows == 1 else {c: np.repeat(v, n_rows) for c, v in room.items()})
         return cols
 
     # -- ScoreConversion ---------------------------------------------------------------
@@ -126,18 +230,12 @@ class Scorer:
         X = assemble(CONVERSION, self._viewer_cols(rows, len(viewers)), now)
         p = np.clip(np.asarray(model.predict(X), dtype=np.float64).ravel(), 0.0, 1.0)
         contrib = model.contributions(X) if self.s.reasons_per_item else None
-        scores = []
-        for i, v in enumerate(viewers):
-            flags, age = self._viewer_flags(rows, i, now)
-            reasons = explain(
-                CONVERSION.columns,
-                X[i],
-                None if contrib is None else contrib[i],
-                self.s.reasons_per_item,
-            )
-            scores.append(
-                ViewerScore(v, float(p[i]), self.segment(float(p[i])), reasons, flags, age)
-            )
+        reasons = explain_rows(CONVERSION.columns, X, contrib, self.s.reasons_per_item)
+        judged = self._viewers_flags(rows, len(viewers), now)
+        scores = [
+            ViewerScore(v, pi, self.segment(pi), why, flags, age)
+            for v, pi, why, (flags, age) in zip(viewers, p.tolist(), reasons, judged, strict=True)
+        ]
         meta = self._meta(CONVERSION_MODEL, model, [(s.flags, s.feature_age_ms) for s in scores])
         return ConversionAnswer(scores, meta)
 
@@ -157,43 +255,68 @@ class Scorer:
     # -- RankProducts ------------------------------------------------------------------
 
     def rank_products(self, q: RankProductsQuery, deadline: Deadline) -> RankAnswer:
-        model = self.models.get(NEXT_PRODUCT_MODEL)
         now = self.features.clock()
+        stats, stats_ok = self.features.products(q.candidates, deadline)
+        rows = self.features.fetch(self._rank_request(q), deadline)
+        return self._rank(q, now, stats, stats_ok, rows)
+
+    async def rank_products_async(self, q: RankProductsQuery, deadline: Deadline) -> RankAnswer:
+        """:meth:`rank_products` for a caller on an event loop, at the cost of one thread hop.
+
+        The only blocking step, the store read, runs in the store's pool and is awaited
+        (bounded as in :meth:`OnlineFeatures.fetch`); the rest is well under a
+        millisecond of CPU and runs on the caller's loop, where a second hop would cost
+        more than the work. A candidate never seen before takes the blocking path once.
+        """
+        now = self.features.clock()
+        stats = self.features.cached_products(q.candidates)
+        if stats is None:
+            return await asyncio.to_thread(self.rank_products, q, deadline)
+        rows = await self.features.fetch_async(self._rank_request(q), deadline)
+        return self._rank(q, now, stats, True, rows)
+
+    def _rank_request(self, q: RankProductsQuery) -> Request:
+        request = self.features.viewer_request([q.viewer_id], q.room_id)
+        request[PRODUCT_LIVE.name] = [(p, q.room_id) for p in q.candidates]
+        return request
+
+    def _rank(
+        self,
+        q: RankProductsQuery,
+        now: float,
+        stats: list[Row | None],
+        stats_ok: bool,
+        rows: Rows | None,
+    ) -> RankAnswer:
+        model = self.models.get(NEXT_PRODUCT_MODEL)
         cands = list(q.candidates)
         n = len(cands)
-        stats, stats_ok = self.features.products(cands, deadline)
-        request = self.features.viewer_request([q.viewer_id], q.room_id)
-        request[PRODUCT_LIVE.name] = [(p, q.room_id) for p in cands]
-        rows = self.features.fetch(request, deadline)
         if rows is None or model is None:
             return RankAnswer(*self._popularity(cands, q.top_k, model, missing=rows is None))
-        repeated = {v: rows[v] * n for v in VIEWER_VIEWS}
-        repeated[ROOM_STATE.name] = rows[ROOM_STATE.name]
-        cols = self._viewer_cols(repeated, n)
-        cols.update(view_columns("product_stats", stats))
-        cols.update(view_columns(PRODUCT_LIVE.name, rows[PRODUCT_LIVE.name]))
-        cols["product_id"] = np.array(cands, dtype=object)
-        X = assemble(NEXT_PRODUCT, cols, now, EXPOSURE_OVERLAY)
+        # One viewer x n candidates: the viewer's block is computed once, not n times
+        # (assemble_grid equals assemble on the repeated rows; features.vector tests it).
+        pcols = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
+        X = assemble_grid(
+            NEXT_PRODUCT,
+            viewer_block(self._viewer_cols(rows, 1), now),
+            product_block(pcols, now),
+            EXPOSURE_OVERLAY,
+        )
         p = np.clip(np.asarray(model.predict(X), dtype=np.float64).ravel(), 0.0, 1.0)
-        top = sorted(range(n), key=lambda i: (-p[i], cands[i]))[: q.top_k]
+        scores = p.tolist()
+        top = sorted(range(n), key=lambda i: (-scores[i], cands[i]))[: q.top_k]
         contrib = model.contributions(X[top]) if self.s.reasons_per_item and top else None
+        reasons = explain_rows(NEXT_PRODUCT.columns, X[top], contrib, self.s.reasons_per_item)
         viewer_flags, viewer_age = self._viewer_flags(rows, 0, now)
+        live = rows[PRODUCT_LIVE.name]
         products = []
         ages = []
         for rank, i in enumerate(top):
-            judged = judge(
-                [("product_stats", stats[i]), (PRODUCT_LIVE.name, rows[PRODUCT_LIVE.name][i])], now
-            )
+            judged = judge([("product_stats", stats[i]), (PRODUCT_LIVE.name, live[i])], now)
             flags = judged.flags.merge(viewer_flags)
             flags.cold_start |= stats[i] is None and stats_ok
             flags.missing_features |= stats[i] is None and not stats_ok
-            reasons = explain(
-                NEXT_PRODUCT.columns,
-                X[i],
-                None if contrib is None else contrib[rank],
-                self.s.reasons_per_item,
-            )
-            products.append(ScoredProduct(cands[i], float(p[i]), reasons, flags))
+            products.append(ScoredProduct(cands[i], scores[i], reasons[rank], flags))
             ages.append(max(judged.age_ms, viewer_age))
         items = [(sp.flags, a) for sp, a in zip(products, ages, strict=True)]
         if not items:
@@ -276,12 +399,12 @@ class Scorer:
         expected = P.sum(axis=0)
         score = expected / nv
         top = sorted(range(nc), key=lambda j: (-score[j], cands[j]))[: q.top_k]
-        room_flags = Flags()
-        room_age = 0
-        for i in range(nv):
-            f, a = self._viewer_flags(rows, i, now)
-            room_flags.stale_features |= f.stale_features
-            room_age = max(room_age, a)
+        # Every viewer's rows judged at once: stale if any is, as old as the oldest.
+        used = [(v, r) for v in VIEWER_VIEWS for r in rows[v][:nv]]
+        used.append((ROOM_STATE.name, rows[ROOM_STATE.name][0]))
+        judged_room = judge(used, now)
+        room_flags = Flags(stale_features=judged_room.flags.stale_features)
+        room_age = judged_room.age_ms
         products = []
         ages = []
         for j in top:

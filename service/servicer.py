@@ -1,5 +1,8 @@
 """The thin gRPC servicer: validate, run the plain core off the event loop, convert.
 
+RankProducts is the exception: its core awaits its one store read and scores on the
+loop (sub-millisecond), so a call pays one thread hop instead of two.
+
 Errors are not handled here: they propagate to :class:`service.interceptors.Guard`,
 the one place that maps them to status codes.
 """
@@ -96,9 +99,8 @@ class LiveRecommender(pb_grpc.LiveRecommenderServicer):
         self, request: pb.RankProductsRequest, context: grpc.aio.ServicerContext
     ) -> pb.RankProductsResponse:
         query = validation.rank_products(request, self.s)
-        answer = await self._run(
-            self.scorer.rank_products, query, deadline_of(context, self._default_s)
-        )
+        # One hop (the store read) instead of two: the scoring itself is sub-millisecond.
+        answer = await self.scorer.rank_products_async(query, deadline_of(context, self._default_s))
         self._flags("RankProducts", answer.meta.flags)
         return convert.ranked(answer)
 

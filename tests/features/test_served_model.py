@@ -38,3 +38,20 @@ def test_path_contributions_add_up_to_the_margin_and_track_shap() -> None:
     assert corr > 0.9
     # Summed over a room by leaf counts: the same as summing the rows.
     np.testing.assert_allclose(ex.total(rows), contrib.sum(axis=0), rtol=1e-9, atol=1e-9)
+
+
+def test_contributions_of_many_rows_are_the_same_bits_as_of_few() -> None:
+    """Many rows are summed tree by tree instead of gathered at once: the same sums."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 5)).astype(np.float32)
+    y = X[:, 0] + rng.normal(size=2000) > 0
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 7, "verbose": -1, "num_threads": 1, "seed": 1},
+        lgb.Dataset(X, y.astype(int)),
+        num_boost_round=30,
+    )
+    ex = PathExplainer(booster)
+    rows = X[:500]
+    many = ex.contributions(rows)
+    few = np.concatenate([ex.contributions(rows[i : i + 10]) for i in range(0, len(rows), 10)])
+    assert np.array_equal(many, few)

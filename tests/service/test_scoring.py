@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -10,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from features.tables import BY_NAME
 from features.vector import CONVERSION, NEXT_PRODUCT
-from service.domain import Deadline, ScoreConversionQuery, Segment
+from service import reasons as reasons_module
+from service.domain import Deadline, RankProductsQuery, Reason, ScoreConversionQuery, Segment
 from service.feast_reader import FeastReader, Row
-from service.features_online import OnlineFeatures
+from service.features_online import VIEWER_VIEWS, OnlineFeatures
 from service.models import ModelRegistry
-from service.reasons import explain
-from service.scoring import Scorer
+from service.reasons import explain, explain_rows
+from service.scoring import Scorer, view_columns
 from tests.service.conftest import World, fake_source, make_settings
 from tests.service.fakes import LinearModel
 
@@ -111,3 +115,81 @@ def test_batch_rows_are_cached_and_repeated_viewers_read_once(world: World) -> N
     assert reader.keys["viewer_profile"] == 3  # three distinct viewers, read once
     assert reader.keys["viewer_live"] == 6  # live rows: three per call, never cached
     assert reader.keys["room_state"] == 2
+
+
+def _columns_one_by_one(view: str, rows: Sequence[Row | None]) -> dict[str, np.ndarray]:
+    """The per-column definition :func:`service.scoring.view_columns` must match."""
+    out: dict[str, np.ndarray] = {}
+    for c, kind in BY_NAME[view].columns.items():
+        values = [r.get(c) if r else None for r in rows]
+        if kind == "string":
+            out[f"{view}__{c}"] = np.array(values, dtype=object)
+        else:
+            out[f"{view}__{c}"] = np.array(
+                [float("nan") if v is None else v for v in values], np.float64
+            )
+    return out
+
+
+def test_fast_paths_answer_as_the_one_by_one_definitions(world: World, tmp_path: Path) -> None:
+    now = time.time()
+    scorer = _scorer(world, tmp_path)
+    scorer.features.clock = lambda: now
+    viewers = [*world.present[:6], "v-nobody"]
+    rows = scorer.features.fetch(
+        scorer.features.viewer_request(viewers, world.room), Deadline.after(5)
+    )
+    assert rows is not None
+    for view in VIEWER_VIEWS:
+        got, want = view_columns(view, rows[view]), _columns_one_by_one(view, rows[view])
+        assert list(got) == list(want)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+    for at in (now, now + 2 * 86400):  # fresh, then stale
+        one_by_one = [scorer._viewer_flags(rows, i, at) for i in range(len(viewers))]
+        assert scorer._viewers_flags(rows, len(viewers), at) == one_by_one
+    assert any(f.cold_start for f, _ in one_by_one) and all(f.stale_features for f, _ in one_by_one)
+    # RankProducts on an event loop (one thread hop) answers as the blocking call does,
+    # for candidates seen for the first time and for cached ones.
+    query = RankProductsQuery(
+        world.room, world.present[0], (*world.products[:20], "p-nobody"), top_k=5
+    )
+    first = asyncio.run(scorer.rank_products_async(query, Deadline.after(5)))
+    blocking = scorer.rank_products(query, Deadline.after(5))
+    cached = asyncio.run(scorer.rank_products_async(query, Deadline.after(5)))
+    assert first == blocking == cached
+    assert len(blocking.products) == 5 and blocking.products[0].reasons
+
+
+def _explain_one_row(columns: Sequence[str], x: np.ndarray, contrib: np.ndarray, n: int) -> list:
+    """The row-by-row definition of reasons (before they were computed for all rows at once)."""
+    c = np.array(contrib, dtype=np.float64)
+    c[[j for j, name in enumerate(columns) if name in reasons_module._SILENT]] = 0.0
+    out = []
+    for j in np.argsort(-np.abs(c), kind="stable")[:n]:
+        if float(c[j]) == 0.0:
+            break
+        feature, value = columns[j], float(x[j])
+        rule = reasons_module._RULES.get(feature)
+        if rule is None or math.isnan(value):
+            code, args, text = reasons_module._generic(feature, value)
+        else:
+            code, args, text = rule[0], rule[1](value), rule[2](value)
+        out.append(Reason(code=code, args=args, text=text, weight=float(c[j])))
+    return out
+
+
+def test_reasons_of_all_rows_at_once_are_each_rows_reasons() -> None:
+    columns = NEXT_PRODUCT.columns
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 4, size=(12, len(columns))).astype(np.float32)
+    X[0, :10] = np.nan
+    contrib = rng.normal(size=(12, len(columns)))
+    contrib[1] = 0.0  # nothing to say
+    contrib[2, :8] = 0.5  # ties keep column order
+    contrib[3, columns.index("exposure_kind")] = 99.0  # silent
+    want = [_explain_one_row(columns, X[i], contrib[i], 3) for i in range(len(X))]
+    assert explain_rows(columns, X, contrib, 3) == want
+    assert explain_rows(columns, X, contrib, 3) == want  # formatted once, then remembered
+    assert want[1] == [] and len(want[2]) == 3
+    assert [explain(columns, X[i], contrib[i], 3) for i in range(len(X))] == want
