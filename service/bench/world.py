@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from features import schema
 from features.settings import PROJECT_ROOT
 from features.tables import ALL_TABLES
 from service.bench.serverproc import Target
@@ -77,11 +79,20 @@ def bench_root(size: str) -> Path:
 
 
 def _built(world: BenchWorld) -> bool:
+    """A world exists and was built with today's tables: a world from before a feature was
+    added would serve rows without it (and a model trained on it would be refused)."""
     s = world.settings()
-    return (
+    if not (
         (world.data_dir / "manifest.json").exists()
         and all((s.offline_dir / t.file).exists() for t in ALL_TABLES)
         and (s.feast_dir / "registry.db").exists()
+    ):
+        return False
+    events = next((world.data_dir / "events").rglob("*.parquet"), None)
+    if events is None or not set(schema.EVENTS.names) <= set(pq.read_schema(events).names):
+        return False
+    return all(
+        set(t.columns) <= set(pq.read_schema(s.offline_dir / t.file).names) for t in ALL_TABLES
     )
 
 
@@ -94,6 +105,10 @@ def ensure_world(size: str, rebuild: bool = False, echo: Any = print) -> BenchWo
         from features.simulator import simulate
         from features.store import apply, materialize
 
+        # A new world invalidates what was built or trained on the old one.
+        for stale in ("data", "models", "mlartifacts"):
+            shutil.rmtree(world.root / stale, ignore_errors=True)
+        (world.root / "mlflow.db").unlink(missing_ok=True)
         world.root.mkdir(parents=True, exist_ok=True)
         now = datetime.now(UTC)
         s = world.settings()
