@@ -36,7 +36,15 @@ from features.tables import (
     VIEWER_PROFILE,
     FeatureTable,
 )
-from features.transforms import Event, FxLookup, LiveAggregator, ViewerSession, usd_amount
+from features.transforms import (
+    EVENT_FIELDS,
+    Event,
+    FxLookup,
+    LiveAggregator,
+    ViewerSession,
+    events_from_columns,
+    usd_amount,
+)
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
@@ -71,15 +79,19 @@ def fold_events(
         t.name: defaultdict(list) for t in (VIEWER_LIVE, PRODUCT_LIVE, ROOM_STATE)
     }
     sessions: list[dict[str, Any]] = []
-    times = ("event_time", "planned_end_time")
-    cols = {name: events.column(name).to_pylist() for name in _EVENT_FIELDS if name not in times}
-    for name in times:
-        cols[name] = _epoch(events.column(name))
-    n = events.num_rows
-    for i in tqdm(
-        range(n), desc="folding events", unit="ev", unit_scale=True, disable=not progress
+    cols = {
+        name: _epoch(col) if pa.types.is_timestamp(col.type) else col.to_pylist()
+        for name in EVENT_FIELDS
+        for col in (events.column(name),)
+    }
+    for e in tqdm(
+        events_from_columns(cols),
+        total=events.num_rows,
+        desc="folding events",
+        unit="ev",
+        unit_scale=True,
+        disable=not progress,
     ):
-        e = Event(*(cols[name][i] for name in _EVENT_FIELDS))
         changes = agg.apply(e)
         for table, keys in (
             (VIEWER_LIVE, changes.viewer_live),
@@ -97,21 +109,6 @@ def fold_events(
             assert e.viewer_id is not None
             sessions.append(_session_summary(e, agg.viewers[(e.viewer_id, e.room_id)]))
     return out, sessions
-
-
-_EVENT_FIELDS = (
-    "event_id",
-    "event_type",
-    "event_time",
-    "room_id",
-    "viewer_id",
-    "product_id",
-    "chat_topic",
-    "amount_minor",
-    "currency",
-    "payment_method",
-    "planned_end_time",
-)
 
 
 def _session_summary(e: Event, s: ViewerSession) -> dict[str, Any]:

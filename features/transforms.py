@@ -14,7 +14,7 @@ scoring point, in serving at request time — so both agree between events.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -339,20 +339,11 @@ def as_of(row: Mapping[str, Any], now: float | np.ndarray) -> dict[str, Any]:
     }
 
 
+#: The raw-schema columns an :class:`Event` is built from, in its field order.
+EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Event))
+
+
 def events_from_columns(cols: Mapping[str, Iterable[Any]]) -> Iterable[Event]:
     """Events from column arrays of the raw schema (times as epoch seconds)."""
-    names = (
-        "event_id",
-        "event_type",
-        "event_time",
-        "room_id",
-        "viewer_id",
-        "product_id",
-        "chat_topic",
-        "amount_minor",
-        "currency",
-        "payment_method",
-        "planned_end_time",
-    )
-    for values in zip(*(cols[n] for n in names), strict=True):
+    for values in zip(*(cols[n] for n in EVENT_FIELDS), strict=True):
         yield Event(*values)

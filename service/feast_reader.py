@@ -108,11 +108,8 @@ class FeastReader:
         straight into rows: its connection parses the timestamp of every feature value
         (about half the cost of a read) and wraps each value in a proto; here one
         timestamp per row is parsed, the one Feast keeps (the row's last)."""
-        config = self._config
         wanted = [self._serialized(view, k) for k in keys]
-        table = _quote_id(
-            _table_id(config.project, fv, config.registry.enable_online_feature_view_versioning)
-        )
+        table = self._table(fv)
         fetched = (
             self._sqlite()
             .execute(
@@ -131,6 +128,13 @@ class FeastReader:
         # A key asked twice gets the same row twice (rows are never changed once read).
         return [rows.get(key) for key in wanted]
 
+    def _table(self, fv: FeatureView) -> str:
+        """The quoted SQLite table Feast keeps a view's online rows in."""
+        config = self._config
+        return _quote_id(
+            _table_id(config.project, fv, config.registry.enable_online_feature_view_versioning)
+        )
+
     def _sqlite(self) -> sqlite3.Connection:
         """This thread's read connection (WAL: reads never wait on the writer)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -147,24 +151,18 @@ class FeastReader:
         (DESIGN §4); other stores answer no roster, which degrades
         RecommendNextProduct to its popularity fallback.
         """
-        online = self._provider.online_store
-        get_conn = getattr(online, "_get_conn", None)
-        if get_conn is None or self._config.online_store.type.endswith("RedisUrlOnlineStore"):
+        if self._sqlite_path is None:
             return {}
-        table = _table_id(self._config.project, self._view(VIEWER_LIVE.name))
+        table = self._table(self._view(VIEWER_LIVE.name))
         rows = (
-            get_conn(self._config)
-            .execute(
-                f'SELECT entity_key, value FROM "{table}" WHERE feature_name = ?', ("present",)
-            )
+            self._sqlite()
+            .execute(f"SELECT entity_key, value FROM {table} WHERE feature_name = ?", ("present",))
             .fetchall()
         )
         rooms: dict[str, list[str]] = {}
         version = self._config.entity_key_serialization_version
         for key_bin, value_bin in rows:
-            value = ValueProto()
-            value.ParseFromString(value_bin)
-            if _python(value) != 1.0:
+            if _value(value_bin) != 1.0:
                 continue
             key = deserialize_entity_key(key_bin, version)
             ids = dict(zip(key.join_keys, (v.string_val for v in key.entity_values), strict=True))

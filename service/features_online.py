@@ -149,26 +149,28 @@ class OnlineFeatures:
         future = self._pool.submit(self._read_all, request)
         try:
             return future.result(timeout=timeout)
-        except cf.TimeoutError:
-            future.cancel()
-            log.warning("online store read timed out after %.1f ms", timeout * 1000)
-        except Exception:
-            log.exception("online store read failed")
-        return None
+        except Exception as exc:
+            return self._failed(future, exc, timeout)
 
     async def fetch_async(self, request: Request, deadline: Deadline) -> Rows | None:
         """:meth:`fetch` for a caller on an event loop: the loop waits, it never blocks."""
         timeout = self._timeout(deadline)
         if timeout <= 0:
             return None
-        future = asyncio.get_running_loop().run_in_executor(self._pool, self._read_all, request)
+        future = self._pool.submit(self._read_all, request)
         try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except Exception as exc:
+            return self._failed(future, exc, timeout)
+
+    @staticmethod
+    def _failed(future: cf.Future[Rows], exc: Exception, timeout: float) -> None:
+        """A late read is cancelled and logged; a failed one logged with its traceback."""
+        if isinstance(exc, TimeoutError):  # cf.TimeoutError and asyncio's are this one
+            future.cancel()
             log.warning("online store read timed out after %.1f ms", timeout * 1000)
-        except Exception:
-            log.exception("online store read failed")
-        return None
+        else:
+            log.exception("online store read failed", exc_info=exc)
 
     def _read_all(self, request: Request) -> Rows:
         out: Rows = {}

@@ -15,18 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from service.bench.textbook import timed
 from service.bench.world import BenchWorld
 
 
 def _time(fn: Callable[[], Any], n: int) -> dict[str, float]:
-    for _ in range(max(5, n // 10)):
-        fn()
-    out = np.empty(n)
-    clock = time.perf_counter
-    for i in range(n):
-        t0 = clock()
-        fn()
-        out[i] = clock() - t0
+    out = timed(fn, n, warmup=max(5, n // 10))
     return {"p50_us": float(np.median(out) * 1e6), "p99_us": float(np.percentile(out, 99) * 1e6)}
 
 

@@ -34,7 +34,8 @@ def served_dir(world: BenchWorld, name: str, dest: Path | None = None) -> Path:
     return _SERVED[key]
 
 
-def _timed(fn: Any, n: int, warmup: int) -> np.ndarray:
+def timed(fn: Any, n: int, warmup: int) -> np.ndarray:
+    """Seconds per call of ``fn``, ``n`` times after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     out = np.empty(n)
@@ -72,7 +73,7 @@ def textbook(
         booster.predict(X[top], pred_contrib=True)
         return [(cands[i], float(p[i])) for i in top]
 
-    lat = _timed(call, n, warmup=max(3, n // 20))
+    lat = timed(call, n, warmup=max(3, n // 20))
     return {"n": n, **percentiles(lat).as_dict()}
 
 
@@ -100,10 +101,10 @@ def inference(world: BenchWorld, n: int) -> dict[str, Any]:
     X1 = X50[:1]
     out: dict[str, Any] = {"trees": booster.num_trees(), "columns": X50.shape[1]}
     for label, X in (("rows50", X50), ("rows1", X1)):
-        onnx = percentiles(_timed(lambda X=X: model.predict(X), n, warmup=50))
-        native = percentiles(_timed(lambda X=X: booster.predict(X, num_threads=1), n, warmup=50))
+        onnx = percentiles(timed(lambda X=X: model.predict(X), n, warmup=50))
+        native = percentiles(timed(lambda X=X: booster.predict(X, num_threads=1), n, warmup=50))
         contrib = percentiles(
-            _timed(lambda X=X: booster.predict(X[:10], pred_contrib=True, num_threads=1), n, 50)
+            timed(lambda X=X: booster.predict(X[:10], pred_contrib=True, num_threads=1), n, 50)
         )
         out[label] = {
             "onnx": onnx.as_dict(),
