@@ -310,33 +310,42 @@ def usd_amount(e: Event, fx: FxLookup) -> float:
     return major * fx(e.currency, e.event_time)
 
 
-def as_of(row: Mapping[str, Any], now: float | np.ndarray) -> dict[str, Any]:
-    """Derive time-dependent features from anchors at ``now`` (epoch seconds).
+#: Time-dependent features: name -> (anchor column, scale, sign);
+#: value = sign * (now - anchor) / scale.
+AS_OF: dict[str, tuple[str, float, float]] = {
+    "dwell_min": ("viewer_live__join_ts", 60.0, 1.0),
+    "idle_s": ("viewer_live__last_event_ts", 1.0, 1.0),
+    "days_since_last_order": ("viewer_profile__last_order_ts", 86400.0, 1.0),
+    "tenure_days": ("viewer_profile__first_seen_ts", 86400.0, 1.0),
+    "on_stage_for_min": ("product_live__stage_start_ts", 60.0, 1.0),
+    "stream_age_min": ("room_state__stream_start_ts", 60.0, 1.0),
+    "since_click_min": ("viewer_live__last_click_ts", 60.0, 1.0),
+    "since_cart_min": ("viewer_live__last_cart_ts", 60.0, 1.0),
+    "since_checkout_min": ("viewer_live__last_checkout_ts", 60.0, 1.0),
+    "since_purchase_min": ("viewer_live__last_purchase_ts", 60.0, 1.0),
+    # Negative once the planned end has passed (an overrun): still informative.
+    "minutes_left": ("room_state__planned_end_ts", 60.0, -1.0),
+}
+
+
+def as_of(
+    row: Mapping[str, Any], now: float | np.ndarray, names: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Derive time-dependent features (:data:`AS_OF`, or just ``names``) from anchors at
+    ``now`` (epoch seconds).
 
     Works on scalars (serving one row) and on numpy columns (training, batches).
     Missing anchors give NaN, which the models treat as missing.
     """
 
-    def since(name: str, scale: float) -> Any:
-        anchor = row.get(name)
+    def since(anchor_name: str, scale: float, sign: float) -> Any:
+        anchor = row.get(anchor_name)
         if anchor is None:
             return np.nan if np.ndim(now) == 0 else np.full(np.shape(now), np.nan)
-        return (now - np.asarray(anchor, dtype=np.float64)) / scale
+        value = (now - np.asarray(anchor, dtype=np.float64)) / scale
+        return -value if sign < 0 else value
 
-    return {
-        "dwell_min": since("viewer_live__join_ts", 60.0),
-        "idle_s": since("viewer_live__last_event_ts", 1.0),
-        "days_since_last_order": since("viewer_profile__last_order_ts", 86400.0),
-        "tenure_days": since("viewer_profile__first_seen_ts", 86400.0),
-        "on_stage_for_min": since("product_live__stage_start_ts", 60.0),
-        "stream_age_min": since("room_state__stream_start_ts", 60.0),
-        "since_click_min": since("viewer_live__last_click_ts", 60.0),
-        "since_cart_min": since("viewer_live__last_cart_ts", 60.0),
-        "since_checkout_min": since("viewer_live__last_checkout_ts", 60.0),
-        "since_purchase_min": since("viewer_live__last_purchase_ts", 60.0),
-        # Negative once the planned end has passed (an overrun): still informative.
-        "minutes_left": -since("room_state__planned_end_ts", 60.0),
-    }
+    return {name: since(*AS_OF[name]) for name in (AS_OF if names is None else names)}
 
 
 #: The raw-schema columns an :class:`Event` is built from, in its field order.

@@ -164,11 +164,21 @@ def _num(cols: Mapping[str, Any], name: str, n: int) -> np.ndarray:
     v = cols.get(name)
     if v is None:
         return np.full(n, np.nan)
+    if type(v) is np.ndarray and v.dtype == np.float64 and v.shape == (n,):
+        return v  # already a float64 column (online rows, most frames)
     arr = np.asarray(v)
     if arr.dtype == object:
         arr = np.array([np.nan if x is None else x for x in arr], dtype=np.float64)
     arr = arr.astype(np.float64, copy=False)
     return arr if arr.shape == (n,) else np.broadcast_to(arr, (n,))
+
+
+def _nums(cols: Mapping[str, Any], names: tuple[str, ...], n: int) -> np.ndarray:
+    """(len(names), n) float64: :func:`_num` of each name, as one matrix (one numpy call
+    for the lot instead of one per column: what a single row is mostly made of)."""
+    return np.array([_num(cols, name, n) for name in names], dtype=np.float64).reshape(
+        len(names), n
+    )
 
 
 def _zero_nan(x: np.ndarray) -> np.ndarray:
@@ -196,7 +206,10 @@ def _code(cols: Mapping[str, Any], name: str, n: int) -> np.ndarray:
     if v is None:
         return np.full(n, np.nan)
     index = _INDEX[name]
-    arr = _strings(cols, name, n)
+    arr = np.asarray(v, dtype=object)
+    if arr.ndim == 0:
+        arr = np.broadcast_to(arr, (n,))
+    # Vocabularies hold strings only: None, NaN and "" (missing) all give NaN.
     return np.fromiter((index.get(x, np.nan) for x in arr), dtype=np.float64, count=n)
 
 
@@ -221,33 +234,46 @@ def local_hour(markets: np.ndarray, now: np.ndarray) -> np.ndarray:
     return out
 
 
+_DEMOGRAPHICS = ("region", "market", "age_band", "gender", "device", "income_band")
+_VIEWER_AS_OF = (
+    "days_since_last_order",
+    "tenure_days",
+    "dwell_min",
+    "idle_s",
+    "since_click_min",
+    "since_cart_min",
+    "since_checkout_min",
+    "since_purchase_min",
+    "stream_age_min",
+    "minutes_left",
+)
+_PROFILE_NAMES = tuple(f"viewer_profile__{c}" for c in _PROFILE)
+_LIVE_NAMES = tuple(f"viewer_live__{c}" for c in _LIVE)
+_ROOM_NAMES = (
+    "room_state__viewers_present",
+    "room_state__likes",
+    "room_state__viewers_joined",
+    *(f"room_state__share_{r}" for r in REGIONS),
+)
+
+
 def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, np.ndarray]:
     """The viewer's columns (all of :data:`CONVERSION_COLUMNS`) plus what cross features need."""
     n = _rows(cols)
     now_arr = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
-    derived = as_of(cols, now_arr)
+    derived = as_of(cols, now_arr, _VIEWER_AS_OF)
     f: dict[str, np.ndarray] = {}
-    for short in ("region", "market", "age_band", "gender", "device", "income_band"):
+    for short in _DEMOGRAPHICS:
         f[short] = _code(cols, f"viewer_demographics__{short}", n)
     f["preferred_payment"] = _code(cols, "viewer_profile__preferred_payment", n)
     f["local_hour"] = local_hour(_strings(cols, "viewer_demographics__market", n), now_arr)
-    for k in (
-        "days_since_last_order",
-        "tenure_days",
-        "dwell_min",
-        "idle_s",
-        "since_click_min",
-        "since_cart_min",
-        "since_checkout_min",
-        "since_purchase_min",
-    ):
+    for k in _VIEWER_AS_OF[:8]:
         f[k] = np.asarray(derived[k], dtype=np.float64)
-    for c in _PROFILE:
-        f[c] = _num(cols, f"viewer_profile__{c}", n)
+    f.update(zip(_PROFILE, _nums(cols, _PROFILE_NAMES, n), strict=True))
     live_present = ~np.isnan(_num(cols, "viewer_live__join_ts", n))
-    for c in _LIVE:
-        # A session with no live row yet has zero of everything, not "unknown".
-        f[c] = np.where(live_present, _zero_nan(_num(cols, f"viewer_live__{c}", n)), 0.0)
+    # A session with no live row yet has zero of everything, not "unknown".
+    live = np.where(live_present[None, :], _zero_nan(_nums(cols, _LIVE_NAMES, n)), 0.0)
+    f.update(zip(_LIVE, live, strict=True))
     carts = _strings(cols, "viewer_live__cart_products", n)
     f["cart_size"] = np.fromiter(
         (len(c.split("|")) if c else 0 for c in carts), dtype=np.float64, count=n
@@ -255,14 +281,12 @@ def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, 
     minutes = np.maximum(_zero_nan(f["dwell_min"]), 1.0)
     f["likes_per_min"] = f["likes"] / minutes
     f["chats_per_min"] = f["chats"] / minutes
-    f["room_viewers_present"] = _num(cols, "room_state__viewers_present", n)
+    room = _nums(cols, _ROOM_NAMES, n)
+    f["room_viewers_present"] = room[0]
     f["room_stream_age_min"] = np.asarray(derived["stream_age_min"], dtype=np.float64)
     f["room_minutes_left"] = np.asarray(derived["minutes_left"], dtype=np.float64)
-    f["room_likes_per_viewer"] = _num(cols, "room_state__likes", n) / np.maximum(
-        _num(cols, "room_state__viewers_joined", n), 1.0
-    )
-    shares = np.stack([_num(cols, f"room_state__share_{r}", n) for r in REGIONS], axis=1)
-    f["room_share_own_region"] = _pick(shares, f["region"])
+    f["room_likes_per_viewer"] = room[1] / np.maximum(room[2], 1.0)
+    f["room_share_own_region"] = _pick(room[3:].T, f["region"])
     # For the cross features (not model columns themselves):
     f["_cart"] = carts
     f["_last_product"] = _strings(cols, "viewer_live__last_product_id", n)
@@ -271,37 +295,55 @@ def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, 
     return f
 
 
+_PRODUCT_STATS = (
+    "price_usd",
+    "discount_pct",
+    "final_price_usd",
+    "mena_compliant",
+    "lineup_sessions",
+    "click_rate",
+    "cart_rate",
+    "purchase_rate",
+)
+_PRODUCT_STATS_NAMES = tuple(f"product_stats__{c}" for c in _PRODUCT_STATS)
+_PRODUCT_RATE_NAMES = tuple(f"product_stats__purchase_rate_{r}" for r in REGIONS)
+_PRODUCT_LIVE = (
+    ("room_product_clicks", "product_live__clicks"),
+    ("room_product_carts", "product_live__carts"),
+    ("room_product_purchases", "product_live__purchases"),
+    ("on_stage", "product_live__on_stage"),
+)
+
+
 def product_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, np.ndarray]:
     """The product's own columns (catalogue, history, how it does in the room)."""
+    return product_at(product_static(cols), cols, now)
+
+
+def product_static(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The part of :func:`product_block` that does not depend on ``now`` (a caller
+    scoring the same rows again at a later ``now`` may keep it)."""
     n = _rows(cols)
-    now_arr = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
-    derived = as_of(cols, now_arr)
     f: dict[str, np.ndarray] = {"category": _code(cols, "product_stats__category", n)}
-    for c in (
-        "price_usd",
-        "discount_pct",
-        "final_price_usd",
-        "mena_compliant",
-        "lineup_sessions",
-        "click_rate",
-        "cart_rate",
-        "purchase_rate",
-    ):
-        f[c] = _num(cols, f"product_stats__{c}", n)
-    f["_rates"] = np.stack(
-        [_num(cols, f"product_stats__purchase_rate_{r}", n) for r in REGIONS], axis=1
-    )
-    for c, src in (
-        ("room_product_clicks", "clicks"),
-        ("room_product_carts", "carts"),
-        ("room_product_purchases", "purchases"),
-        ("on_stage", "on_stage"),
-    ):
-        f[c] = _zero_nan(_num(cols, f"product_live__{src}", n))
-    f["on_stage_for_min"] = np.where(
-        f["on_stage"] > 0, np.asarray(derived["on_stage_for_min"], dtype=np.float64), np.nan
-    )
+    f.update(zip(_PRODUCT_STATS, _nums(cols, _PRODUCT_STATS_NAMES, n), strict=True))
+    f["_rates"] = _nums(cols, _PRODUCT_RATE_NAMES, n).T
+    live = _zero_nan(_nums(cols, tuple(src for _, src in _PRODUCT_LIVE), n))
+    f.update(zip((c for c, _ in _PRODUCT_LIVE), live, strict=True))
     f["_product_id"] = _strings(cols, "product_id", n)
+    return f
+
+
+def product_at(
+    static: Mapping[str, np.ndarray], cols: Mapping[str, Any], now: float | np.ndarray
+) -> dict[str, np.ndarray]:
+    """:func:`product_block` from its :func:`product_static` part: adds the time columns."""
+    n = len(static["category"])
+    now_arr = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
+    since = as_of(cols, now_arr, ("on_stage_for_min",))["on_stage_for_min"]
+    f = dict(static)
+    f["on_stage_for_min"] = np.where(
+        static["on_stage"] > 0, np.asarray(since, dtype=np.float64), np.nan
+    )
     return f
 
 

@@ -36,7 +36,12 @@ Row = dict[str, Any]
 
 
 class OnlineReader(Protocol):
-    """What the service needs from an online store (a Feast one, or a test double)."""
+    """What the service needs from an online store (a Feast one, or a test double).
+
+    A reader may also set ``local = True`` when its reads are local and short (an
+    embedded file in WAL mode, never waiting on a writer): a caller on an event loop
+    then reads in place instead of through the read pool. Absent means False.
+    """
 
     def read(self, view: str, keys: Sequence[tuple[str, ...]]) -> list[Row | None]:
         """One row per key (``None`` when absent), each with its event time under ``_ts``."""
@@ -60,6 +65,7 @@ class FeastReader:
         self._keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
         #: The SQLite file to read directly (embedded profile); None: through the provider.
         self._sqlite_path = _sqlite_path(self._provider.online_store, self._config)
+        self.local = self._sqlite_path is not None
 
     def _view(self, name: str) -> FeatureView:
         view = self._views.get(name)

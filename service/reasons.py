@@ -339,19 +339,18 @@ def explain_rows(
 
 def _reason(feature: str, value: float, weight: float) -> Reason:
     code, args, text = _describe(feature, value)
-    return Reason(code=code, args=dict(args), text=text, weight=weight)
+    # ``args`` is shared by every reason of this value: answers never change it.
+    return Reason(code=code, args=args, text=text, weight=weight)
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _describe(feature: str, value: float) -> tuple[str, tuple[tuple[str, str], ...], str]:
+def _describe(feature: str, value: float) -> tuple[str, dict[str, str], str]:
     """Code, args and sentence of one feature value: the same values come back call after
     call (a product's price, a viewer's profile), so each is formatted once."""
     rule = _RULES.get(feature)
     if rule is None or (math.isnan(value) and feature in _RULES):
-        code, args, text = _generic(feature, value)
-    else:
-        code, args, text = rule[0], rule[1](value), rule[2](value)
-    return code, tuple(args.items()), text
+        return _generic(feature, value)
+    return rule[0], rule[1](value), rule[2](value)
 
 
 #: Count-like features: in a room, "k of n viewers present <verb>" (code MANY_<code>).

@@ -27,7 +27,9 @@ from features.vector import (
     NEXT_PRODUCT,
     assemble,
     assemble_grid,
+    product_at,
     product_block,
+    product_static,
     viewer_block,
 )
 from service.domain import (
@@ -49,7 +51,7 @@ from service.domain import (
 )
 from service.feast_reader import TS, Row
 from service.features_online import VIEWER_VIEWS, OnlineFeatures, Request, Rows, judge
-from service.ingest.rooms import RoomMemory, RoomSnapshot
+from service.ingest.rooms import RoomMemory, RoomSnapshot, ViewerRows
 from service.models import LoadedModel, ModelRegistry
 from service.reasons import explain_room, explain_rows
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
@@ -63,7 +65,7 @@ Cols = dict[str, Any]
 def view_columns(view: str, rows: Sequence[Row | None]) -> Cols:
     """Rows of one view as ``<view>__<feature>`` columns: float64 with NaN for numbers,
     objects with ``None`` for strings, where a row or a value is absent."""
-    numbers, pick = _numbers(view)
+    numbers, pick, layout = _numbers(view)
     n = len(rows)
     out: Cols = {}
     if numbers:
@@ -75,13 +77,11 @@ def view_columns(view: str, rows: Sequence[Row | None]) -> Cols:
             else np.empty((len(numbers), 0))
         )
         matrix = np.ascontiguousarray(matrix)
-    j = 0
-    for c, kind in BY_NAME[view].columns.items():
-        if kind == "string":
-            out[f"{view}__{c}"] = np.array([r.get(c) if r else None for r in rows], dtype=object)
+    for full, c, j in layout:
+        if j < 0:
+            out[full] = np.array([r.get(c) if r else None for r in rows], dtype=object)
         else:
-            out[f"{view}__{c}"] = matrix[j]
-            j += 1
+            out[full] = matrix[j]
     return out
 
 
@@ -101,20 +101,33 @@ def _picker(names: tuple[str, ...]) -> Callable[[Row], tuple[Any, ...]]:
     return pick
 
 
-_NUMBERS: dict[str, tuple[tuple[str, ...], Callable[[Row], tuple[Any, ...]]]] = {}
+#: view -> (numeric columns, their picker, [(full name, column, index among numbers or -1)])
+_NUMBERS: dict[
+    str,
+    tuple[tuple[str, ...], Callable[[Row], tuple[Any, ...]], tuple[tuple[str, str, int], ...]],
+] = {}
 
 
-def _numbers(view: str) -> tuple[tuple[str, ...], Callable[[Row], tuple[Any, ...]]]:
-    """A view's numeric columns in declared order, and their picker (built once per view)."""
+def _numbers(
+    view: str,
+) -> tuple[tuple[str, ...], Callable[[Row], tuple[Any, ...]], tuple[tuple[str, str, int], ...]]:
+    """A view's numeric columns in declared order, their picker and the layout of all its
+    columns (built once per view)."""
     found = _NUMBERS.get(view)
     if found is None:
         numbers = tuple(c for c, k in BY_NAME[view].columns.items() if k != "string")
-        found = _NUMBERS[view] = (numbers, _picker(numbers))
+        layout = tuple(
+            (f"{view}__{c}", c, -1 if k == "string" else numbers.index(c))
+            for c, k in BY_NAME[view].columns.items()
+        )
+        found = _NUMBERS[view] = (numbers, _picker(numbers), layout)
     return found
 
 
 class ProductColumns:
-    """The product columns of a candidate list, reused while its rows stay the same objects.
+    """The product columns of a candidate list, and the part of their product block that
+    does not depend on the time (:func:`features.vector.product_static`), reused while
+    its rows stay the same objects.
 
     The product cache hands out the same ``product_stats`` rows until its refresh and the
     live cache the same ``product_live`` rows for ``live_cache_s``, so calls about one
@@ -124,10 +137,13 @@ class ProductColumns:
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._entries: OrderedDict[tuple[str, ...], tuple[list[Row | None], ...]] = OrderedDict()
-        self._cols: dict[tuple[str, ...], Cols] = {}
+        self._cols: dict[tuple[str, ...], tuple[Cols, Cols]] = {}
         self._lock = threading.Lock()
 
-    def get(self, cands: tuple[str, ...], stats: list[Row | None], live: list[Row | None]) -> Cols:
+    def get(
+        self, cands: tuple[str, ...], stats: list[Row | None], live: list[Row | None]
+    ) -> tuple[Cols, Cols]:
+        """``(columns, static product block)`` of these rows."""
         with self._lock:
             hit = self._entries.get(cands)
             if hit is not None and _same(hit[0], stats) and _same(hit[1], live):
@@ -136,20 +152,21 @@ class ProductColumns:
         cols = view_columns("product_stats", stats)
         cols.update(view_columns(PRODUCT_LIVE.name, live))
         cols["product_id"] = np.array(cands, dtype=object)
-        for a in cols.values():
+        static = product_static(cols)
+        for a in (*cols.values(), *static.values()):
             a.flags.writeable = False
         with self._lock:
             self._entries[cands] = (list(stats), list(live))
             self._entries.move_to_end(cands)
-            self._cols[cands] = cols
+            self._cols[cands] = (cols, static)
             while len(self._entries) > self._size:
                 old, _ = self._entries.popitem(last=False)
                 del self._cols[old]
-        return cols
+        return cols, static
 
 
 def _same(a: Sequence[Row | None], b: Sequence[Row | None]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+    return len(a) == len(b) and all(map(operator.is_, a, b))
 
 
 class Scorer:
@@ -192,6 +209,17 @@ class Scorer:
     def _viewers_flags(self, rows: Rows, n: int, now: float) -> list[tuple[Flags, int]]:
         """:meth:`_viewer_flags` of viewers ``0..n-1`` at once: the same ages (the same
         float operations) and stale flags, over arrays of the rows' times."""
+        stale, ages = self._viewers_age(rows, n, now)
+        profiles = rows[VIEWER_PROFILE.name]
+        return [
+            (Flags(cold_start=profiles[i] is None, stale_features=stale[i]), ages[i])
+            for i in range(n)
+        ]
+
+    @staticmethod
+    def _viewers_age(rows: Rows, n: int, now: float) -> tuple[list[bool], list[int]]:
+        """Per viewer ``0..n-1``: any of its rows (and the room's) past its view's TTL, and
+        the age in ms of the oldest, as :func:`judge` computes them."""
         nan = float("nan")
         views = [*VIEWER_VIEWS, ROOM_STATE.name]
         room = rows[ROOM_STATE.name][0]
@@ -203,11 +231,7 @@ class Scorer:
         ages: list[int] = (
             (np.fmax(np.fmax.reduce(row_age, axis=0), 0.0) * 1000).astype(np.int64).tolist()
         )
-        profiles = rows[VIEWER_PROFILE.name]
-        return [
-            (Flags(cold_start=profiles[i] is None, stale_features=stale[i]), ages[i])
-            for i in range(n)
-        ]
+        return stale, ages
 
     def _viewer_cols(self, rows: Rows, n_rows: int) -> Cols:
         cols: Cols = {}
@@ -220,11 +244,15 @@ class Scorer:
 
     # -- ScoreConversion ---------------------------------------------------------------
 
-    def score_conversion(self, q: ScoreConversionQuery, deadline: Deadline) -> ConversionAnswer:
+    def score_conversion(
+        self, q: ScoreConversionQuery, deadline: Deadline, live: ViewerRows | None = None
+    ) -> ConversionAnswer:
+        """With ``live`` (the fold's rows of these viewers, in the process that owns live
+        state), only batch rows and the live rows the fold does not hold are read."""
         model = self.models.get(CONVERSION_MODEL)
         now = self.features.clock()
         viewers = list(q.viewer_ids)
-        rows = self.features.fetch(self.features.viewer_request(viewers, q.room_id), deadline)
+        rows = self._viewer_rows(viewers, q.room_id, deadline, live)
         if rows is None or model is None:
             return self._conversion_fallback(q, model, missing=rows is None)
         X = assemble(CONVERSION, self._viewer_cols(rows, len(viewers)), now)
@@ -238,6 +266,28 @@ class Scorer:
         ]
         meta = self._meta(CONVERSION_MODEL, model, [(s.flags, s.feature_age_ms) for s in scores])
         return ConversionAnswer(scores, meta)
+
+    def _viewer_rows(
+        self, viewers: list[str], room_id: str, deadline: Deadline, live: ViewerRows | None
+    ) -> Rows | None:
+        request = self.features.viewer_request(viewers, room_id)
+        if live is None:
+            return self.features.fetch(request, deadline)
+        held = live.viewer_live
+        unheld = [i for i, r in enumerate(held) if r is None]
+        request[VIEWER_LIVE.name] = [request[VIEWER_LIVE.name][i] for i in unheld]
+        if live.room_state is not None:
+            del request[ROOM_STATE.name]
+        rows = self.features.fetch(request, deadline)
+        if rows is None:
+            return None
+        merged = list(held)
+        for i, row in zip(unheld, rows[VIEWER_LIVE.name], strict=True):
+            merged[i] = row
+        rows[VIEWER_LIVE.name] = merged
+        if live.room_state is not None:
+            rows[ROOM_STATE.name] = [live.room_state]
+        return rows
 
     def _conversion_fallback(
         self, q: ScoreConversionQuery, model: LoadedModel | None, missing: bool
@@ -295,11 +345,11 @@ class Scorer:
             return RankAnswer(*self._popularity(cands, q.top_k, model, missing=rows is None))
         # One viewer x n candidates: the viewer's block is computed once, not n times
         # (assemble_grid equals assemble on the repeated rows; features.vector tests it).
-        pcols = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
+        pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
         X = assemble_grid(
             NEXT_PRODUCT,
             viewer_block(self._viewer_cols(rows, 1), now),
-            product_block(pcols, now),
+            product_at(static, pcols, now),
             EXPOSURE_OVERLAY,
         )
         p = np.clip(np.asarray(model.predict(X), dtype=np.float64).ravel(), 0.0, 1.0)
@@ -400,11 +450,9 @@ class Scorer:
         score = expected / nv
         top = sorted(range(nc), key=lambda j: (-score[j], cands[j]))[: q.top_k]
         # Every viewer's rows judged at once: stale if any is, as old as the oldest.
-        used = [(v, r) for v in VIEWER_VIEWS for r in rows[v][:nv]]
-        used.append((ROOM_STATE.name, rows[ROOM_STATE.name][0]))
-        judged_room = judge(used, now)
-        room_flags = Flags(stale_features=judged_room.flags.stale_features)
-        room_age = judged_room.age_ms
+        stale, viewer_ages = self._viewers_age(rows, nv, now)
+        room_flags = Flags(stale_features=any(stale))
+        room_age = max(viewer_ages, default=0)
         products = []
         ages = []
         for j in top:

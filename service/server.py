@@ -77,6 +77,7 @@ class App:
             viewer_cache_s=settings.viewer_cache_s,
             viewer_cache_size=settings.viewer_cache_size,
             live_cache_s=settings.live_cache_s,
+            inline_local_reads=settings.inline_local_reads,
             **kwargs,
         )
         self.models = ModelRegistry(settings, loader, source)

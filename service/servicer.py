@@ -88,10 +88,20 @@ class LiveRecommender(pb_grpc.LiveRecommenderServicer):
     async def ScoreConversion(
         self, request: pb.ScoreConversionRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreConversionResponse:
+        deadline = deadline_of(context, self._default_s)
+        if self.link is not None:
+            # A room call: the process that owns live state answers it from memory.
+            forwarded: pb.ScoreConversionResponse = await self.link.call(
+                "ScoreConversion", request, deadline
+            )  # type: ignore[assignment]
+            return forwarded
         query = validation.score_conversion(request, self.s)
-        answer = await self._run(
-            self.scorer.score_conversion, query, deadline_of(context, self._default_s)
-        )
+        fn = self.scorer.score_conversion
+        if self.aggregator is not None and self.rooms is not None and self.live_ready:
+            # On the loop, the fold's only writer: the viewers' live rows as of now.
+            live = self.rooms.viewer_rows(query.room_id, query.viewer_ids)
+            fn = functools.partial(fn, live=live)
+        answer = await self._run(fn, query, deadline)
         self._flags("ScoreConversion", answer.meta.flags)
         return convert.conversion(answer)
 

@@ -119,6 +119,14 @@ class ServiceSettings(FeatureSettings):
     store_threads: int = Field(
         default=8, gt=0, description="Threads running online-store reads (each bounded in time)."
     )
+    inline_local_reads: bool = Field(
+        default=True,
+        description=(
+            "Read an embedded (local SQLite) store on the event loop instead of through "
+            "the read pool: a local read in WAL mode never waits on the writer and costs "
+            "less than the thread hop around it. A networked store is always read in the pool."
+        ),
+    )
     product_refresh_s: float = Field(
         default=30.0,
         gt=0,

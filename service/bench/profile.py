@@ -68,7 +68,7 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
         live = rows[PRODUCT_LIVE.name]
         now = time.time()
         vcols = scorer._viewer_cols(rows, 1)
-        pcols = scorer._product_cols.get(q.candidates, stats, live)
+        pcols, _ = scorer._product_cols.get(q.candidates, stats, live)
         vb, pblock = viewer_block(vcols, now), product_block(pcols, now)
 
         def assemble() -> Any:

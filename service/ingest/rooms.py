@@ -43,6 +43,15 @@ class RoomSnapshot:
     product_live: list[Row | None]  # aligned with the call's candidates
 
 
+@dataclass(slots=True)
+class ViewerRows:
+    """Some viewers' live rows in one room as the fold holds them at one moment."""
+
+    #: Aligned with the viewers asked for; ``None`` where the fold holds no session.
+    viewer_live: list[Row | None]
+    room_state: Row | None
+
+
 class RoomMemory:
     """Present viewers and their rows for room-level calls, without per-call store reads."""
 
@@ -72,6 +81,21 @@ class RoomMemory:
     def snapshot(self, room_id: str, candidates: Sequence[str], limit: int) -> RoomSnapshot:
         now = self.clock()
         viewers = self.present(room_id)[:limit]
+        rows = self.viewer_rows(room_id, viewers)
+        products: list[Row | None] = []
+        for p in candidates:
+            key = (p, room_id)
+            if key in self.fold.products:
+                row = self.fold.rows(PRODUCT_LIVE.name, key)
+                row[TS] = now
+                products.append(row)
+            else:
+                products.append(None)
+        return RoomSnapshot(room_id, viewers, rows.viewer_live, rows.room_state, products)
+
+    def viewer_rows(self, room_id: str, viewers: Sequence[str]) -> ViewerRows:
+        """The ``viewer_live`` rows of ``viewers`` in ``room_id`` and the room's row, from
+        the fold (the rows it writes to the online store, as of now)."""
         live: list[Row | None] = []
         for v in viewers:
             s = self.fold.viewers.get((v, room_id))
@@ -85,17 +109,8 @@ class RoomMemory:
         room_row: Row | None = None
         if room is not None:
             room_row = room.row()
-            room_row[TS] = now  # the current state, not an aged copy
-        products: list[Row | None] = []
-        for p in candidates:
-            key = (p, room_id)
-            if key in self.fold.products:
-                row = self.fold.rows(PRODUCT_LIVE.name, key)
-                row[TS] = now
-                products.append(row)
-            else:
-                products.append(None)
-        return RoomSnapshot(room_id, viewers, live, room_row, products)
+            room_row[TS] = self.clock()  # the current state, not an aged copy
+        return ViewerRows(live, room_row)
 
     def prefetch(self, viewer_ids: Iterable[str]) -> None:
         """Read joiners' batch rows in the background (one batched read)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightgbm as lgb
 import numpy as np
+import pytest
 
 from features.served_model import PathExplainer
 
@@ -55,3 +56,39 @@ def test_contributions_of_many_rows_are_the_same_bits_as_of_few() -> None:
     many = ex.contributions(rows)
     few = np.concatenate([ex.contributions(rows[i : i + 10]) for i in range(0, len(rows), 10)])
     assert np.array_equal(many, few)
+
+
+def test_leaves_from_the_c_api_are_lightgbms_own() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(1500, 4)).astype(np.float32)
+    X[rng.uniform(size=X.shape) < 0.2] = np.nan
+    y = np.nan_to_num(X[:, 0]) + rng.normal(size=1500) > 0
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 9, "verbose": -1, "num_threads": 1, "seed": 1},
+        lgb.Dataset(X, y.astype(int)),
+        num_boost_round=20,
+    )
+    ex = PathExplainer(booster)
+    expected = booster.predict(X[:300], pred_leaf=True)
+    assert np.array_equal(ex.leaves(X[:300]), expected)
+    assert np.array_equal(ex.leaves(X[:1]), expected[:1])
+    with pytest.raises(ValueError, match="features"):
+        ex.leaves(X[:, :3])
+
+
+def test_sparse_contributions_equal_the_dense_leaf_table() -> None:
+    """The per-leaf path entries, summed, are the table's whole leaf vectors."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 8)).astype(np.float32)
+    y = X[:, 0] * X[:, 3] + rng.normal(size=3000) > 0
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 31, "verbose": -1, "num_threads": 1, "seed": 1},
+        lgb.Dataset(X, y.astype(int)),
+        num_boost_round=25,
+    )
+    ex = PathExplainer(booster)
+    rows = X[:50]
+    leaves = np.asarray(booster.predict(rows, pred_leaf=True), dtype=np.int64)
+    dense = ex.table[np.arange(leaves.shape[1])[None, :], leaves].sum(axis=1)
+    np.testing.assert_allclose(ex.contributions(rows), dense, rtol=1e-12, atol=1e-12)
+    assert ex.contributions(rows[:0]).shape == (0, 8)

@@ -193,3 +193,96 @@ def test_reasons_of_all_rows_at_once_are_each_rows_reasons() -> None:
     assert explain_rows(columns, X, contrib, 3) == want  # formatted once, then remembered
     assert want[1] == [] and len(want[2]) == 3
     assert [explain(columns, X[i], contrib[i], 3) for i in range(len(X))] == want
+
+
+class _Threaded(_Counting):
+    """Records the thread of every read; ``local`` as an embedded store says."""
+
+    def __init__(self, inner: FeastReader, local: bool) -> None:
+        super().__init__(inner)
+        self.local = local
+        self.threads: set[int] = set()
+
+    def read(self, view: str, keys: Sequence[tuple[str, ...]]) -> list[Row | None]:
+        import threading
+
+        self.threads.add(threading.get_ident())
+        return super().read(view, keys)
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_a_local_store_is_read_in_place_and_a_networked_one_in_the_pool(
+    world: World, local: bool
+) -> None:
+    import threading
+
+    reader = _Threaded(world.reader, local=local)
+    features = OnlineFeatures(reader, live_cache_s=0, viewer_cache_s=0)
+    request = features.viewer_request(world.present[:2], world.room)
+
+    async def read() -> tuple[int, object]:
+        return threading.get_ident(), await features.fetch_async(request, Deadline.after(5))
+
+    loop_thread, rows = asyncio.run(read())
+    assert rows == features.fetch(request, Deadline.after(5))
+    assert (loop_thread in reader.threads) is local
+    # The switch is the service's too: off, even a local store is read in the pool.
+    assert not OnlineFeatures(reader, inline_local_reads=False).inline
+    features.close()
+
+
+def test_a_failed_read_in_place_answers_none_not_an_exception(world: World) -> None:
+    class Broken(_Threaded):
+        def read(self, view: str, keys: Sequence[tuple[str, ...]]) -> list[Row | None]:
+            raise OSError("disk gone")
+
+    features = OnlineFeatures(Broken(world.reader, local=True))
+    request = features.viewer_request(world.present[:1], world.room)
+    assert asyncio.run(features.fetch_async(request, Deadline.after(5))) is None
+
+
+def test_a_rooms_candidate_rows_are_reused_whole_until_the_oldest_expires(world: World) -> None:
+    reader = _Counting(world.reader)
+    features = OnlineFeatures(reader, live_cache_s=0.3)
+    keys = [(p, world.room) for p in world.products[:5]]
+    first = features.fetch({"product_live": keys}, Deadline.after(5))
+    again = features.fetch({"product_live": keys}, Deadline.after(5))
+    assert first is not None and again is not None
+    assert again["product_live"] is first["product_live"]  # one lookup, the same rows
+    assert reader.keys["product_live"] == 5
+    # One more candidate: only it is read; the five are still fresh per key.
+    more = features.fetch(
+        {"product_live": [*keys, (world.products[5], world.room)]}, Deadline.after(5)
+    )
+    assert more is not None and more["product_live"][:5] == first["product_live"]
+    assert reader.keys["product_live"] == 6
+    time.sleep(0.35)
+    later = features.fetch({"product_live": keys}, Deadline.after(5))
+    assert later is not None and later["product_live"] is not first["product_live"]
+    assert reader.keys["product_live"] == 11  # expired: read again
+
+
+def test_conversion_from_the_folds_rows_reads_only_what_the_fold_lacks(
+    world: World, tmp_path: Path
+) -> None:
+    """The owner of live state passes its rows (``ViewerRows``): the answer is the one the
+    same rows give from the store, and only viewers the fold does not hold are read."""
+    from service.ingest.rooms import ViewerRows
+
+    now = time.time()
+    scorer = _scorer(world, tmp_path)
+    scorer.features.clock = lambda: now
+    viewers = (*world.present[:4], "v-nobody")
+    stored = scorer.features.fetch(
+        scorer.features.viewer_request(list(viewers), world.room), Deadline.after(5)
+    )
+    assert stored is not None
+    query = ScoreConversionQuery(world.room, viewers)
+    from_store = scorer.score_conversion(query, Deadline.after(5))
+    counting = _Counting(world.reader)
+    scorer.features = OnlineFeatures(counting, clock=lambda: now, live_cache_s=0)
+    held = [*stored["viewer_live"][:3], None, None]  # the fold lacks the last two
+    live = ViewerRows(held, stored["room_state"][0])
+    from_memory = scorer.score_conversion(query, Deadline.after(5), live=live)
+    assert from_memory == from_store
+    assert counting.keys["viewer_live"] == 2 and counting.keys["room_state"] == 0

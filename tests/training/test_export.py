@@ -135,3 +135,20 @@ def test_misordered_groups_counts_true_swaps_not_near_ties() -> None:
     swapped = same.copy()
     swapped[[0, 1]] = swapped[[1, 0]]
     assert export.misordered_groups(swapped, expected, groups, ties) == 1
+
+
+def test_a_room_sized_batch_is_split_across_threads_with_the_same_answers(
+    champion_dir: Path,
+) -> None:
+    """Past BULK_ROWS the rows are scored in parts at once: each row's answer is the one
+    it gets alone (the room call sums them, so a difference would move its ranking)."""
+    from features import served_model
+
+    model = ServedModel.load(champion_dir)
+    with np.load(champion_dir / PARITY_FILE) as parity:
+        sample = parity["X"]
+    X = np.ascontiguousarray(np.resize(sample, (served_model.BULK_ROWS + 7, sample.shape[1])))
+    whole = model.predict(X)
+    chunks = np.concatenate([model.predict(X[i : i + 500]) for i in range(0, len(X), 500)])
+    assert whole.shape == (len(X),)
+    assert np.array_equal(whole, chunks)
