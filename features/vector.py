@@ -19,7 +19,8 @@ import numpy as np
 
 from features.markets import MARKETS
 from features.schema import CATEGORIES, CHAT_TOPICS, PAYMENT_METHODS, REGIONS
-from features.transforms import as_of
+from features.tables import PRODUCT_STATS as PRODUCT_STATS_VIEW
+from features.transforms import AS_OF, as_of
 from features.world import AGE_BANDS, DEVICES, GENDERS, INCOME_BANDS
 from features.world import utc_offset_hours as _offset
 
@@ -235,18 +236,10 @@ def local_hour(markets: np.ndarray, now: np.ndarray) -> np.ndarray:
 
 
 _DEMOGRAPHICS = ("region", "market", "age_band", "gender", "device", "income_band")
-_VIEWER_AS_OF = (
-    "days_since_last_order",
-    "tenure_days",
-    "dwell_min",
-    "idle_s",
-    "since_click_min",
-    "since_cart_min",
-    "since_checkout_min",
-    "since_purchase_min",
-    "stream_age_min",
-    "minutes_left",
-)
+#: The time-dependent features of a viewer (all of AS_OF but the product's), and which of
+#: them are room columns under another name.
+_VIEWER_AS_OF = tuple(k for k in AS_OF if not k.startswith("on_stage"))
+_ROOM_AS_OF = {"stream_age_min": "room_stream_age_min", "minutes_left": "room_minutes_left"}
 _PROFILE_NAMES = tuple(f"viewer_profile__{c}" for c in _PROFILE)
 _LIVE_NAMES = tuple(f"viewer_live__{c}" for c in _LIVE)
 _ROOM_NAMES = (
@@ -267,8 +260,8 @@ def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, 
         f[short] = _code(cols, f"viewer_demographics__{short}", n)
     f["preferred_payment"] = _code(cols, "viewer_profile__preferred_payment", n)
     f["local_hour"] = local_hour(_strings(cols, "viewer_demographics__market", n), now_arr)
-    for k in _VIEWER_AS_OF[:8]:
-        f[k] = np.asarray(derived[k], dtype=np.float64)
+    for k in _VIEWER_AS_OF:
+        f[_ROOM_AS_OF.get(k, k)] = np.asarray(derived[k], dtype=np.float64)
     f.update(zip(_PROFILE, _nums(cols, _PROFILE_NAMES, n), strict=True))
     live_present = ~np.isnan(_num(cols, "viewer_live__join_ts", n))
     # A session with no live row yet has zero of everything, not "unknown".
@@ -283,8 +276,6 @@ def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, 
     f["chats_per_min"] = f["chats"] / minutes
     room = _nums(cols, _ROOM_NAMES, n)
     f["room_viewers_present"] = room[0]
-    f["room_stream_age_min"] = np.asarray(derived["stream_age_min"], dtype=np.float64)
-    f["room_minutes_left"] = np.asarray(derived["minutes_left"], dtype=np.float64)
     f["room_likes_per_viewer"] = room[1] / np.maximum(room[2], 1.0)
     f["room_share_own_region"] = _pick(room[3:].T, f["region"])
     # For the cross features (not model columns themselves):
@@ -295,15 +286,9 @@ def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, 
     return f
 
 
-_PRODUCT_STATS = (
-    "price_usd",
-    "discount_pct",
-    "final_price_usd",
-    "mena_compliant",
-    "lineup_sessions",
-    "click_rate",
-    "cart_rate",
-    "purchase_rate",
+#: The catalogue and history columns the models read as they are (category is coded).
+_PRODUCT_STATS = tuple(
+    c for c in PRODUCT_COLUMNS if c in PRODUCT_STATS_VIEW.columns and c != "category"
 )
 _PRODUCT_STATS_NAMES = tuple(f"product_stats__{c}" for c in _PRODUCT_STATS)
 _PRODUCT_RATE_NAMES = tuple(f"product_stats__purchase_rate_{r}" for r in REGIONS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -173,6 +174,8 @@ class App:
             if not self._features_ok:
                 await asyncio.to_thread(self._guarded, self._prepare_features)
             if not self.serving and self.models.ready and self._features_ok:
+                if self.s.gc_freeze:
+                    settle_heap(self.s.gc_young_threshold)
                 self.serving = True
                 await self._set_health(SERVING)
                 versions = {n: m.version for n in self.models.names if (m := self.models.get(n))}
@@ -223,6 +226,21 @@ class App:
         self.servicer.close()
         self.features.close()
         self.metrics.close()
+
+
+def settle_heap(young_threshold: int) -> None:
+    """Collect once, then freeze what survives (start-up state) out of the cyclic
+    collector's scans, and collect the young generation every ``young_threshold``
+    allocations. Frozen objects are still freed by reference counting when dropped."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(young_threshold, older, oldest)
+    log.info(
+        "heap settled: %d objects frozen, young threshold %d",
+        gc.get_freeze_count(),
+        young_threshold,
+    )
 
 
 def write_ready_file(path: Path, app: App) -> None:

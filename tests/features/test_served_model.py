@@ -41,16 +41,17 @@ def test_path_contributions_add_up_to_the_margin_and_track_shap() -> None:
     np.testing.assert_allclose(ex.total(rows), contrib.sum(axis=0), rtol=1e-9, atol=1e-9)
 
 
+def _fit(X: np.ndarray, y: np.ndarray, leaves: int, rounds: int) -> lgb.Booster:
+    params = {"objective": "binary", "num_leaves": leaves, "verbose": -1, "num_threads": 1}
+    return lgb.train({**params, "seed": 1}, lgb.Dataset(X, y.astype(int)), num_boost_round=rounds)
+
+
 def test_contributions_of_many_rows_are_the_same_bits_as_of_few() -> None:
-    """Many rows are summed tree by tree instead of gathered at once: the same sums."""
+    """Each cell sums its path entries tree by tree, however many rows: the same bits."""
     rng = np.random.default_rng(1)
     X = rng.normal(size=(2000, 5)).astype(np.float32)
     y = X[:, 0] + rng.normal(size=2000) > 0
-    booster = lgb.train(
-        {"objective": "binary", "num_leaves": 7, "verbose": -1, "num_threads": 1, "seed": 1},
-        lgb.Dataset(X, y.astype(int)),
-        num_boost_round=30,
-    )
+    booster = _fit(X, y, leaves=7, rounds=30)
     ex = PathExplainer(booster)
     rows = X[:500]
     many = ex.contributions(rows)
@@ -63,11 +64,7 @@ def test_leaves_from_the_c_api_are_lightgbms_own() -> None:
     X = rng.normal(size=(1500, 4)).astype(np.float32)
     X[rng.uniform(size=X.shape) < 0.2] = np.nan
     y = np.nan_to_num(X[:, 0]) + rng.normal(size=1500) > 0
-    booster = lgb.train(
-        {"objective": "binary", "num_leaves": 9, "verbose": -1, "num_threads": 1, "seed": 1},
-        lgb.Dataset(X, y.astype(int)),
-        num_boost_round=20,
-    )
+    booster = _fit(X, y, leaves=9, rounds=20)
     ex = PathExplainer(booster)
     expected = booster.predict(X[:300], pred_leaf=True)
     assert np.array_equal(ex.leaves(X[:300]), expected)
@@ -81,11 +78,7 @@ def test_sparse_contributions_equal_the_dense_leaf_table() -> None:
     rng = np.random.default_rng(3)
     X = rng.normal(size=(3000, 8)).astype(np.float32)
     y = X[:, 0] * X[:, 3] + rng.normal(size=3000) > 0
-    booster = lgb.train(
-        {"objective": "binary", "num_leaves": 31, "verbose": -1, "num_threads": 1, "seed": 1},
-        lgb.Dataset(X, y.astype(int)),
-        num_boost_round=25,
-    )
+    booster = _fit(X, y, leaves=31, rounds=25)
     ex = PathExplainer(booster)
     rows = X[:50]
     leaves = np.asarray(booster.predict(rows, pred_leaf=True), dtype=np.int64)

@@ -85,6 +85,9 @@ def make_settings(world: World, tmp: Path, **kw: Any) -> ServiceSettings:
         "models_dir": tmp / "models",
         "model_poll_s": 3600.0,  # tests call poll() themselves
         "default_deadline_ms": 5000,
+        # Many servers start in one test process: keep its collector as Python set it
+        # (test_settle_heap_freezes_the_start_up_heap covers the switch).
+        "gc_freeze": False,
     }
     base.update(kw)
     return ServiceSettings(**base)

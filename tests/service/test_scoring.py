@@ -244,7 +244,7 @@ def test_a_failed_read_in_place_answers_none_not_an_exception(world: World) -> N
 def test_a_rooms_candidate_rows_are_reused_whole_until_the_oldest_expires(world: World) -> None:
     reader = _Counting(world.reader)
     features = OnlineFeatures(reader, live_cache_s=0.3)
-    keys = [(p, world.room) for p in world.products[:5]]
+    keys: list[tuple[str, ...]] = [(p, world.room) for p in world.products[:5]]
     first = features.fetch({"product_live": keys}, Deadline.after(5))
     again = features.fetch({"product_live": keys}, Deadline.after(5))
     assert first is not None and again is not None
