@@ -273,14 +273,19 @@ class PathExplainer:
         them, so the cost grows with trees x leaves, not with rows x trees x
         features: what explaining one candidate over a whole room needs.
         """
+        return self.totals(X, np.zeros(len(X), dtype=np.int64), 1)[0]
+
+    def totals(self, X: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
+        """(groups, features): :meth:`total` of the rows of each group (``group[i]`` is row
+        i's), with one leaf prediction for all of them."""
         X = np.asarray(X, dtype=np.float32)
+        size = self.table.shape[0] * self.table.shape[1]
         if len(X) == 0:
-            return np.zeros(self.table.shape[2])
-        leaves = self.leaves(X)
-        width = self.table.shape[1]
-        flat = (self._leaf_base[None, :] + leaves).ravel()
-        counts = np.bincount(flat, minlength=len(self._trees) * width).astype(np.float64)
-        return counts @ self.table.reshape(len(self._trees) * width, -1)
+            return np.zeros((groups, self.table.shape[2]))
+        cells = np.asarray(group, dtype=np.int64)[:, None] * size
+        flat = (cells + self._leaf_base[None, :] + self.leaves(X)).ravel()
+        counts = np.bincount(flat, minlength=groups * size).astype(np.float64)
+        return counts.reshape(groups, size) @ self.table.reshape(size, -1)
 
 
 class _LeafReader:

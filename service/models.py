@@ -82,15 +82,21 @@ class LoadedModel:
             return None
         return np.asarray(explainer().contributions(X), dtype=np.float64)
 
-    def total_contributions(self, X: np.ndarray) -> np.ndarray | None:
-        """Contributions summed over the rows (features,); ``None`` without an explainer."""
+    def total_contributions(
+        self, X: np.ndarray, group: np.ndarray, groups: int
+    ) -> np.ndarray | None:
+        """(groups, features): contributions summed over the rows of each group (``group[i]``
+        is row i's); ``None`` without an explainer."""
         explainer = getattr(self.model, "explainer", None)
         if explainer is None:
             return None
         ex = explainer()
-        if hasattr(ex, "total"):
-            return np.asarray(ex.total(X), dtype=np.float64)
-        return np.asarray(ex.contributions(X), dtype=np.float64).sum(axis=0)
+        if hasattr(ex, "totals"):
+            return np.asarray(ex.totals(X, group, groups), dtype=np.float64)
+        contrib = np.asarray(ex.contributions(X), dtype=np.float64)
+        out = np.zeros((groups, contrib.shape[1]))
+        np.add.at(out, np.asarray(group, dtype=np.int64), contrib)
+        return out
 
 
 class ModelRejected(Exception):

@@ -453,9 +453,17 @@ class Scorer:
         stale, viewer_ages = self._viewers_age(rows, nv, now)
         room_flags = Flags(stale_features=any(stale))
         room_age = max(viewer_ages, default=0)
+        totals = None
+        if self.s.reasons_per_item and top:
+            # Explain each through the viewers who carry its expected conversions: at most
+            # REASON_SAMPLE of them, summed by leaf counts (cost: trees x leaves), all the
+            # candidates' rows in one leaf prediction.
+            carry = [np.argsort(-P[:, j], kind="stable")[:REASON_SAMPLE] * nc + j for j in top]
+            group = np.repeat(np.arange(len(top)), [len(c) for c in carry])
+            totals = model.total_contributions(X[np.concatenate(carry)], group, len(top))
         products = []
         ages = []
-        for j in top:
+        for k, j in enumerate(top):
             judged = judge(
                 [("product_stats", stats[j]), (PRODUCT_LIVE.name, rows[PRODUCT_LIVE.name][j])], now
             )
@@ -464,15 +472,10 @@ class Scorer:
             flags.missing_features |= stats[j] is None and not stats_ok
             reasons: list[Reason] = []
             if self.s.reasons_per_item:
-                Xj = X[j::nc]
-                # Explain through the viewers who carry the expected conversions: at most
-                # REASON_SAMPLE of them, summed by leaf counts (cost: trees x leaves).
-                carry = np.argsort(-P[:, j], kind="stable")[:REASON_SAMPLE]
-                total = model.total_contributions(Xj[carry])
                 reasons = explain_room(
                     NEXT_PRODUCT.columns,
-                    Xj,
-                    None if total is None else total[None, :],
+                    X[j::nc],
+                    None if totals is None else totals[k][None, :],
                     self.s.reasons_per_item,
                 )
             products.append(

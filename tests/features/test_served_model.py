@@ -39,6 +39,13 @@ def test_path_contributions_add_up_to_the_margin_and_track_shap() -> None:
     assert corr > 0.9
     # Summed over a room by leaf counts: the same as summing the rows.
     np.testing.assert_allclose(ex.total(rows), contrib.sum(axis=0), rtol=1e-9, atol=1e-9)
+    # Several groups in one leaf prediction: each group's own sum.
+    group = np.arange(len(rows)) % 3
+    per_group = ex.totals(rows, group, 3)
+    for g in range(3):
+        want = contrib[group == g].sum(axis=0)
+        np.testing.assert_allclose(per_group[g], want, rtol=1e-9, atol=1e-9)
+    assert ex.totals(rows[:0], group[:0], 2).shape == (2, rows.shape[1])
 
 
 def _fit(X: np.ndarray, y: np.ndarray, leaves: int, rounds: int) -> lgb.Booster:
