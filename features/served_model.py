@@ -277,15 +277,30 @@ class PathExplainer:
 
     def totals(self, X: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
         """(groups, features): :meth:`total` of the rows of each group (``group[i]`` is row
-        i's), with one leaf prediction for all of them."""
+        i's), with one leaf prediction for all of them.
+
+        Each leaf reached is weighed by how many of a group's rows reach it, over its few
+        path entries (no matrix product: a BLAS call leaves its worker threads spinning
+        on the other core for a while, which a 2-core server cannot spare).
+        """
         X = np.asarray(X, dtype=np.float32)
-        size = self.table.shape[0] * self.table.shape[1]
+        n_features = self._n_features
         if len(X) == 0:
-            return np.zeros((groups, self.table.shape[2]))
+            return np.zeros((groups, n_features))
+        size = self.table.shape[0] * self.table.shape[1]
         cells = np.asarray(group, dtype=np.int64)[:, None] * size
         flat = (cells + self._leaf_base[None, :] + self.leaves(X)).ravel()
-        counts = np.bincount(flat, minlength=groups * size).astype(np.float64)
-        return counts.reshape(groups, size) @ self.table.reshape(size, -1)
+        counts = np.bincount(flat, minlength=groups * size)
+        reached = np.flatnonzero(counts)
+        leaf = reached % size
+        lens = self._len[leaf]
+        ends = np.cumsum(lens)
+        at = np.arange(int(ends[-1])) + np.repeat(self._start[leaf] - (ends - lens), lens)
+        cell = np.repeat(reached // size * n_features, lens) + self._feature[at]
+        weights = self._value[at] * np.repeat(counts[reached], lens)
+        return np.bincount(cell, weights=weights, minlength=groups * n_features).reshape(
+            groups, n_features
+        )
 
 
 class _LeafReader:
