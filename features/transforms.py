@@ -74,6 +74,8 @@ class ViewerSession:
     last_cart_ts: float = NAN
     last_checkout_ts: float = NAN
     last_purchase_ts: float = NAN
+    #: Events applied to this session: a reader may keep its row until this moves.
+    changes: int = 0
 
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -223,6 +225,7 @@ class LiveAggregator:
         # Order-tolerant: events inside the out-of-order window may arrive late.
         if not t <= s.last_event_ts:
             s.last_event_ts = t
+        s.changes += 1
         ch.viewer_live.append(key)
         if et == "join":
             if s.present == 0.0:

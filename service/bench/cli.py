@@ -71,7 +71,7 @@ def _config(smoke: bool, size: str | None) -> dict[str, Any]:
         "room_viewers": 2000,
         "score_viewers": 200,
         "score_rate": 5,
-        "next_calls": 3,
+        "next_calls": 20,
         "room_duration_s": 10.0,
         "probes": 50,
         "ingest_events": 200_000,

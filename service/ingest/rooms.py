@@ -72,6 +72,9 @@ class RoomMemory:
         self._load_lock = threading.Lock()
         self._prefetch = cf.ThreadPoolExecutor(1, thread_name_prefix="room-prefetch")
         self.store_reads = 0  # viewers read from the store (tests and metrics)
+        #: (viewer, room) -> (session, its change count, its row): a row is rebuilt only
+        #: after an event changed the session (2,000 rows per room call otherwise).
+        self._live_rows: dict[tuple[str, str], tuple[object, int, Row]] = {}
 
     # -- on the event loop ------------------------------------------------------------
     def present(self, room_id: str) -> list[str]:
@@ -97,13 +100,22 @@ class RoomMemory:
         """The ``viewer_live`` rows of ``viewers`` in ``room_id`` and the room's row, from
         the fold (the rows it writes to the online store, as of now)."""
         live: list[Row | None] = []
+        cache = self._live_rows
+        if len(cache) > 2 * self._max:
+            cache.clear()
         for v in viewers:
-            s = self.fold.viewers.get((v, room_id))
+            key = (v, room_id)
+            s = self.fold.viewers.get(key)
             if s is None:
                 live.append(None)
                 continue
+            hit = cache.get(key)
+            if hit is not None and hit[0] is s and hit[1] == s.changes:
+                live.append(hit[2])  # shared: answers never change a row
+                continue
             row = s.row()
             row[TS] = s.last_event_ts
+            cache[key] = (s, s.changes, row)
             live.append(row)
         room = self.fold.rooms.get(room_id)
         room_row: Row | None = None
