@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
@@ -20,7 +21,7 @@ import grpc
 
 from service import convert, validation
 from service.domain import Deadline, Flags
-from service.errors import DeadlineExceeded, Unavailable, Unimplemented
+from service.errors import DeadlineExceeded, Unavailable, Unimplemented, Upstream
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 from service.generated.livecommerce.v1 import live_recommender_pb2_grpc as pb_grpc
 from service.ingest import convert as ingest_convert
@@ -33,6 +34,8 @@ from service.settings import ServiceSettings
 
 Q = TypeVar("Q")
 A = TypeVar("A")
+
+log = logging.getLogger(__name__)
 
 
 def deadline_of(context: grpc.aio.ServicerContext, default_s: float) -> Deadline:
@@ -89,13 +92,19 @@ class LiveRecommender(pb_grpc.LiveRecommenderServicer):
         self, request: pb.ScoreConversionRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreConversionResponse:
         deadline = deadline_of(context, self._default_s)
-        if self.link is not None:
-            # A room call: the process that owns live state answers it from memory.
-            forwarded: pb.ScoreConversionResponse = await self.link.call(
-                "ScoreConversion", request, deadline
-            )  # type: ignore[assignment]
-            return forwarded
         query = validation.score_conversion(request, self.s)
+        if self.link is not None:
+            # A room call: the process that owns live state answers it from memory. When
+            # that process is down, this worker still answers from the online store.
+            try:
+                forwarded: pb.ScoreConversionResponse = await self.link.call(
+                    "ScoreConversion", request, deadline
+                )  # type: ignore[assignment]
+                return forwarded
+            except Upstream as exc:
+                if exc.code != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                log.warning("live owner unavailable; ScoreConversion from the online store")
         fn = self.scorer.score_conversion
         if self.aggregator is not None and self.rooms is not None and self.live_ready:
             # On the loop, the fold's only writer: the viewers' live rows as of now.

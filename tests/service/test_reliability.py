@@ -219,3 +219,35 @@ def test_shutdown_goes_not_serving_and_lets_calls_in_flight_finish(
     server.channel.close()
     server.loop.call_soon_threadsafe(server.loop.stop)
     server.thread.join(10)
+
+
+def test_a_worker_whose_live_owner_is_down_scores_conversion_from_the_store(
+    world: World, tmp_path: Path
+) -> None:
+    """ScoreConversion is forwarded to the process that owns live state; with that process
+    unreachable the worker still answers it (from the online store), while the room call
+    that only the owner can answer says UNAVAILABLE."""
+    from service.ingest.live import AggregatorLink
+    from service.server import App
+    from tests.service.conftest import make_settings
+    from tests.service.fakes import LinearModel
+
+    settings = make_settings(world, tmp_path)
+    link = AggregatorLink("127.0.0.1:1")  # nothing listens there
+    src = fake_source(tmp_path)
+    srv = ServerThread(lambda: App(settings, world.reader, LinearModel.load, src, link=link))
+    try:
+        srv.wait_serving()
+        request = pb.ScoreConversionRequest(room_id=world.room, viewer_ids=world.present[:3])
+        answer = srv.stub.ScoreConversion(request, timeout=RPC_S)
+        assert len(answer.scores) == 3 and not answer.meta.flags.fallback
+        with pytest.raises(grpc.RpcError) as err:
+            srv.stub.RecommendNextProduct(
+                pb.RecommendNextProductRequest(
+                    room_id=world.room, candidate_product_ids=world.products[:3]
+                ),
+                timeout=RPC_S,
+            )
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        srv.close()
