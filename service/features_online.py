@@ -84,7 +84,7 @@ def judge(rows: Iterable[tuple[str, Row | None]], now: float) -> Judged:
             continue
         row_age = max(0.0, now - float(row[TS]))
         age = max(age, row_age)
-        if row_age > _ttl_s(view):
+        if row_age > ttl_s(view):
             flags.stale_features = True
     return Judged(flags, int(age * 1000))
 
@@ -92,7 +92,7 @@ def judge(rows: Iterable[tuple[str, Row | None]], now: float) -> Judged:
 _TTL_S: dict[str, float] = {}
 
 
-def _ttl_s(view: str) -> float:
+def ttl_s(view: str) -> float:
     """A view's TTL in seconds (looked up once per view)."""
     ttl = _TTL_S.get(view)
     if ttl is None:
@@ -146,8 +146,8 @@ class OnlineFeatures:
         #: The last read of each room-level key list (a room's candidates): one lookup
         #: instead of one per key while every row of it is fresh.
         self._groups: OrderedDict[tuple[str, tuple[tuple[str, ...], ...]], _Group] = OrderedDict()
-        self._ttl_s = dict.fromkeys(BATCH_VIEWER_VIEWS, viewer_cache_s)
-        self._ttl_s.update(dict.fromkeys(ROOM_VIEWS, live_cache_s))
+        self._cache_s = dict.fromkeys(BATCH_VIEWER_VIEWS, viewer_cache_s)
+        self._cache_s.update(dict.fromkeys(ROOM_VIEWS, live_cache_s))
         self._rows_max = viewer_cache_size
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -202,8 +202,8 @@ class OnlineFeatures:
         for view, keys in request.items():
             # Each distinct key read once (a request may repeat a viewer).
             distinct = list(dict.fromkeys(keys))
-            if self._ttl_s.get(view, 0.0) > 0:
-                rows = self._read_cached(view, distinct, self._ttl_s[view])
+            if self._cache_s.get(view, 0.0) > 0:
+                rows = self._read_cached(view, distinct, self._cache_s[view])
             else:
                 rows = self.reader.read(view, distinct)
             if len(distinct) == len(keys):

@@ -28,7 +28,6 @@ from features.vector import (
     assemble,
     assemble_grid,
     product_at,
-    product_block,
     product_static,
     viewer_block,
 )
@@ -50,7 +49,7 @@ from service.domain import (
     ViewerScore,
 )
 from service.feast_reader import TS, Row
-from service.features_online import VIEWER_VIEWS, OnlineFeatures, Request, Rows, judge
+from service.features_online import VIEWER_VIEWS, OnlineFeatures, Request, Rows, judge, ttl_s
 from service.ingest.rooms import RoomMemory, RoomSnapshot, ViewerRows
 from service.models import LoadedModel, ModelRegistry
 from service.reasons import explain_room, explain_rows
@@ -199,16 +198,10 @@ class Scorer:
         version = model.version if model is not None and not flags.fallback else ""
         return Meta(model_name=name, model_version=version, feature_age_ms=age, flags=flags)
 
-    def _viewer_flags(self, rows: Rows, i: int, now: float) -> tuple[Flags, int]:
-        used = [(v, rows[v][i]) for v in VIEWER_VIEWS]
-        used.append((ROOM_STATE.name, rows[ROOM_STATE.name][0]))
-        judged = judge(used, now)
-        judged.flags.cold_start = rows[VIEWER_PROFILE.name][i] is None
-        return judged.flags, judged.age_ms
-
     def _viewers_flags(self, rows: Rows, n: int, now: float) -> list[tuple[Flags, int]]:
-        """:meth:`_viewer_flags` of viewers ``0..n-1`` at once: the same ages (the same
-        float operations) and stale flags, over arrays of the rows' times."""
+        """Flags and age (ms) of viewers ``0..n-1``: stale if any of a viewer's rows (or
+        the room's) is past its view's TTL, as old as the oldest, cold start without a
+        profile; over arrays of the rows' times (:func:`judge`'s float operations)."""
         stale, ages = self._viewers_age(rows, n, now)
         profiles = rows[VIEWER_PROFILE.name]
         return [
@@ -226,7 +219,7 @@ class Scorer:
         times = [[nan if r is None else float(r[TS]) for r in rows[v][:n]] for v in VIEWER_VIEWS]
         times.append([nan if room is None else float(room[TS])] * n)
         row_age = np.maximum(0.0, now - np.array(times, dtype=np.float64).reshape(len(views), n))
-        ttl = np.array([BY_NAME[v].ttl.total_seconds() for v in views])[:, None]
+        ttl = np.array([ttl_s(v) for v in views])[:, None]
         stale: list[bool] = np.any(row_age > ttl, axis=0).tolist()  # NaN (no row): never stale
         ages: list[int] = (
             (np.fmax(np.fmax.reduce(row_age, axis=0), 0.0) * 1000).astype(np.int64).tolist()
@@ -311,12 +304,12 @@ class Scorer:
         return self._rank(q, now, stats, stats_ok, rows)
 
     async def rank_products_async(self, q: RankProductsQuery, deadline: Deadline) -> RankAnswer:
-        """:meth:`rank_products` for a caller on an event loop, at the cost of one thread hop.
+        """:meth:`rank_products` for a caller on an event loop, with no thread hop of its own.
 
-        The only blocking step, the store read, runs in the store's pool and is awaited
-        (bounded as in :meth:`OnlineFeatures.fetch`); the rest is well under a
-        millisecond of CPU and runs on the caller's loop, where a second hop would cost
-        more than the work. A candidate never seen before takes the blocking path once.
+        The store read goes through :meth:`OnlineFeatures.fetch_async` (in place for a
+        local store, awaited in the store's pool otherwise); the rest is well under a
+        millisecond of CPU and runs on the caller's loop, where a hop would cost more than
+        the work. A candidate never seen before takes the blocking path once.
         """
         now = self.features.clock()
         stats = self.features.cached_products(q.candidates)
@@ -357,7 +350,7 @@ class Scorer:
         top = sorted(range(n), key=lambda i: (-scores[i], cands[i]))[: q.top_k]
         contrib = model.contributions(X[top]) if self.s.reasons_per_item and top else None
         reasons = explain_rows(NEXT_PRODUCT.columns, X[top], contrib, self.s.reasons_per_item)
-        viewer_flags, viewer_age = self._viewer_flags(rows, 0, now)
+        ((viewer_flags, viewer_age),) = self._viewers_flags(rows, 1, now)
         live = rows[PRODUCT_LIVE.name]
         products = []
         ages = []
@@ -436,13 +429,11 @@ class Scorer:
             return NextProductAnswer(products, len(viewers), meta)
         nv, nc = len(viewers), len(cands)
         # Row r = viewer r // nc, candidate r % nc; each block is computed once.
-        pcols = view_columns("product_stats", stats)
-        pcols.update(view_columns(PRODUCT_LIVE.name, rows[PRODUCT_LIVE.name]))
-        pcols["product_id"] = np.array(cands, dtype=object)
+        pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
         X = assemble_grid(
             NEXT_PRODUCT,
             viewer_block(self._viewer_cols(rows, nv), now),
-            product_block(pcols, now),
+            product_at(static, pcols, now),
             EXPOSURE_STAGE,
         )
         P = np.clip(np.asarray(model.predict(X), dtype=np.float64).reshape(nv, nc), 0.0, 1.0)

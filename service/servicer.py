@@ -1,7 +1,7 @@
 """The thin gRPC servicer: validate, run the plain core off the event loop, convert.
 
-RankProducts is the exception: its core awaits its one store read and scores on the
-loop (sub-millisecond), so a call pays one thread hop instead of two.
+RankProducts is the exception: its core scores on the loop (sub-millisecond) and awaits
+its one store read (read in place from a local store), so a call pays no thread hop.
 
 Errors are not handled here: they propagate to :class:`service.interceptors.Guard`,
 the one place that maps them to status codes.
@@ -118,7 +118,7 @@ class LiveRecommender(pb_grpc.LiveRecommenderServicer):
         self, request: pb.RankProductsRequest, context: grpc.aio.ServicerContext
     ) -> pb.RankProductsResponse:
         query = validation.rank_products(request, self.s)
-        # One hop (the store read) instead of two: the scoring itself is sub-millisecond.
+        # No hop to the scoring pool: the scoring itself is sub-millisecond.
         answer = await self.scorer.rank_products_async(query, deadline_of(context, self._default_s))
         self._flags("RankProducts", answer.meta.flags)
         return convert.ranked(answer)

@@ -15,9 +15,9 @@ import pytest
 from features.tables import BY_NAME
 from features.vector import CONVERSION, NEXT_PRODUCT
 from service import reasons as reasons_module
-from service.domain import Deadline, RankProductsQuery, Reason, ScoreConversionQuery, Segment
+from service.domain import Deadline, Flags, RankProductsQuery, Reason, ScoreConversionQuery, Segment
 from service.feast_reader import FeastReader, Row
-from service.features_online import VIEWER_VIEWS, OnlineFeatures
+from service.features_online import VIEWER_VIEWS, OnlineFeatures, Rows, judge
 from service.models import ModelRegistry
 from service.reasons import explain, explain_rows
 from service.scoring import Scorer, view_columns
@@ -131,6 +131,15 @@ def _columns_one_by_one(view: str, rows: Sequence[Row | None]) -> dict[str, np.n
     return out
 
 
+def _viewer_flags(rows: Rows, i: int, now: float) -> tuple[Flags, int]:
+    """The one-viewer definition :meth:`Scorer._viewers_flags` must match."""
+    used = [(v, rows[v][i]) for v in VIEWER_VIEWS]
+    used.append(("room_state", rows["room_state"][0]))
+    judged = judge(used, now)
+    judged.flags.cold_start = rows["viewer_profile"][i] is None
+    return judged.flags, judged.age_ms
+
+
 def test_fast_paths_answer_as_the_one_by_one_definitions(world: World, tmp_path: Path) -> None:
     now = time.time()
     scorer = _scorer(world, tmp_path)
@@ -146,7 +155,7 @@ def test_fast_paths_answer_as_the_one_by_one_definitions(world: World, tmp_path:
         for name in want:
             np.testing.assert_array_equal(got[name], want[name])
     for at in (now, now + 2 * 86400):  # fresh, then stale
-        one_by_one = [scorer._viewer_flags(rows, i, at) for i in range(len(viewers))]
+        one_by_one = [_viewer_flags(rows, i, at) for i in range(len(viewers))]
         assert scorer._viewers_flags(rows, len(viewers), at) == one_by_one
     assert any(f.cold_start for f, _ in one_by_one) and all(f.stale_features for f, _ in one_by_one)
     # RankProducts on an event loop (one thread hop) answers as the blocking call does,
