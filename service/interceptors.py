@@ -1,6 +1,7 @@
-"""The one server interceptor: concurrency limit, errors -> status codes, metrics.
+"""The one guard of every call: concurrency limit, errors -> status codes, metrics.
 
-Every ``livecommerce.v1.LiveRecommender`` call passes through :class:`Guard`:
+Every ``livecommerce.v1.LiveRecommender`` call passes through :class:`Guard`, which
+wraps the servicer's methods where they are registered:
 
 * past ``max_concurrency`` unary calls in flight it is refused with
   ``RESOURCE_EXHAUSTED`` at once (no queueing: a queue would only hide overload
@@ -10,17 +11,19 @@ Every ``livecommerce.v1.LiveRecommender`` call passes through :class:`Guard`:
   (:func:`service.errors.status_of`);
 * the call is counted and timed per method and status code.
 
-Health and reflection calls pass untouched and are not counted.
+Health and reflection calls are not wrapped and not counted.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc.aio import AbortError
 
 from service.errors import Overloaded, status_of
@@ -31,57 +34,50 @@ log = logging.getLogger(__name__)
 SERVICE = "livecommerce.v1.LiveRecommender"
 
 
-class Guard(grpc.aio.ServerInterceptor):
+class Guard:
+    """Wraps each method of the servicer once, at registration (:meth:`servicer`).
+
+    Not a ``grpc.aio.ServerInterceptor``: an interceptor is a coroutine awaited on
+    every call, health checks included, before the method is even looked up; the
+    wrapper costs what :meth:`_guard` does and nothing more. (Against a canned
+    RankProducts answer the interceptor cost the server 0.26 ms of CPU per call, no
+    interceptor 0.23 ms; on a slower, noisier day 0.79 against 0.75.)
+    """
+
     def __init__(self, max_concurrency: int, metrics: Metrics) -> None:
         self.max_concurrency = max_concurrency
         self.metrics = metrics
-        self.in_flight = 0  # one event loop: no lock needed
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self.in_flight = 0  # unary calls, against the limit; one event loop: no lock needed
+        self.open_calls = 0  # every call, streams included
+        # Read when scraped, not written per call.
+        metrics.in_flight.set_function(lambda: self.open_calls)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        full: str = handler_call_details.method
-        if handler is None or not full.startswith(f"/{SERVICE}/"):
-            return handler
-        cached = self._wrapped.get(full)
-        if cached is not None and cached[0] is handler:
-            return cached[1]  # the wrapper holds no per-call state: built once per method
-        wrapped = self._wrap(full.rsplit("/", 1)[-1], handler)
-        self._wrapped[full] = (handler, wrapped)
-        return wrapped
+    def servicer(self, inner: Any, service: ServiceDescriptor) -> Any:
+        """An object with ``inner``'s methods of ``service``, each guarded: hand it to the
+        generated ``add_<Service>Servicer_to_server`` in place of ``inner``."""
+        guarded = SimpleNamespace()
+        for m in service.methods:
+            if m.server_streaming:
+                raise TypeError(f"{m.full_name}: server streams are not guarded")
+            setattr(guarded, m.name, self._wrap(m.name, getattr(inner, m.name), m.client_streaming))
+        return guarded
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                return await self._guard(method, context, lambda: inner_uu(request, context))
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            inner_su = handler.stream_unary
+    def _wrap(self, method: str, inner: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
+        if streaming:
 
             async def stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
                 # A client stream (IngestEvents) lives as long as a room: it would hold a
                 # slot for hours, so it is not counted against the limit.
                 return await self._guard(
-                    method, context, lambda: inner_su(requests, context), limited=False
+                    method, context, lambda: inner(requests, context), limited=False
                 )
 
-            return grpc.stream_unary_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+            return stream
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self._guard(method, context, lambda: inner(request, context))
+
+        return unary
 
     async def _guard(
         self,
@@ -90,12 +86,13 @@ class Guard(grpc.aio.ServerInterceptor):
         call: Callable[[], Any],
         limited: bool = True,
     ) -> Any:
+        m = self.metrics
         if limited and self.in_flight >= self.max_concurrency:
-            self.metrics.requests.labels(method, "RESOURCE_EXHAUSTED").inc()
+            m.requests.labels(method, "RESOURCE_EXHAUSTED").inc()
             exc = Overloaded(f"over {self.max_concurrency} calls in flight; back off and retry")
             await context.abort(exc.code, exc.message)
         self.in_flight += limited
-        self.metrics.in_flight.inc()
+        self.open_calls += 1
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -108,6 +105,6 @@ class Guard(grpc.aio.ServerInterceptor):
             await context.abort(code, message)
         finally:
             self.in_flight -= limited
-            self.metrics.in_flight.dec()
-            self.metrics.requests.labels(method, code.name).inc()
-            self.metrics.latency.labels(method).observe(time.perf_counter() - start)
+            self.open_calls -= 1
+            m.requests.labels(method, code.name).inc()
+            m.latency.labels(method).observe(time.perf_counter() - start)

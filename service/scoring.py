@@ -164,6 +164,32 @@ class ProductColumns:
         return cols, static
 
 
+def _without_held(request: Request, live: ViewerRows | None) -> list[int]:
+    """Take out of ``request`` the viewers' live rows (and the room's) that ``live`` holds;
+    the positions of the viewers left to read."""
+    if live is None:
+        return []
+    unheld = [i for i, r in enumerate(live.viewer_live) if r is None]
+    request[VIEWER_LIVE.name] = [request[VIEWER_LIVE.name][i] for i in unheld]
+    if live.room_state is not None:
+        del request[ROOM_STATE.name]
+    return unheld
+
+
+def _with_held(rows: Rows | None, live: ViewerRows | None, unheld: list[int]) -> Rows | None:
+    """The rows read for a request trimmed by :func:`_without_held`, completed with the
+    rows ``live`` holds, in the viewers' order."""
+    if rows is None or live is None:
+        return rows
+    merged = list(live.viewer_live)
+    for i, row in zip(unheld, rows[VIEWER_LIVE.name], strict=True):
+        merged[i] = row
+    rows[VIEWER_LIVE.name] = merged
+    if live.room_state is not None:
+        rows[ROOM_STATE.name] = [live.room_state]
+    return rows
+
+
 def _same(a: Sequence[Row | None], b: Sequence[Row | None]) -> bool:
     return len(a) == len(b) and all(map(operator.is_, a, b))
 
@@ -264,23 +290,8 @@ class Scorer:
         self, viewers: list[str], room_id: str, deadline: Deadline, live: ViewerRows | None
     ) -> Rows | None:
         request = self.features.viewer_request(viewers, room_id)
-        if live is None:
-            return self.features.fetch(request, deadline)
-        held = live.viewer_live
-        unheld = [i for i, r in enumerate(held) if r is None]
-        request[VIEWER_LIVE.name] = [request[VIEWER_LIVE.name][i] for i in unheld]
-        if live.room_state is not None:
-            del request[ROOM_STATE.name]
-        rows = self.features.fetch(request, deadline)
-        if rows is None:
-            return None
-        merged = list(held)
-        for i, row in zip(unheld, rows[VIEWER_LIVE.name], strict=True):
-            merged[i] = row
-        rows[VIEWER_LIVE.name] = merged
-        if live.room_state is not None:
-            rows[ROOM_STATE.name] = [live.room_state]
-        return rows
+        unheld = _without_held(request, live)
+        return _with_held(self.features.fetch(request, deadline), live, unheld)
 
     def _conversion_fallback(
         self, q: ScoreConversionQuery, model: LoadedModel | None, missing: bool
@@ -303,19 +314,25 @@ class Scorer:
         rows = self.features.fetch(self._rank_request(q), deadline)
         return self._rank(q, now, stats, stats_ok, rows)
 
-    async def rank_products_async(self, q: RankProductsQuery, deadline: Deadline) -> RankAnswer:
+    async def rank_products_async(
+        self, q: RankProductsQuery, deadline: Deadline, live: ViewerRows | None = None
+    ) -> RankAnswer:
         """:meth:`rank_products` for a caller on an event loop, with no thread hop of its own.
 
         The store read goes through :meth:`OnlineFeatures.fetch_async` (in place for a
         local store, awaited in the store's pool otherwise); the rest is well under a
         millisecond of CPU and runs on the caller's loop, where a hop would cost more than
-        the work. A candidate never seen before takes the blocking path once.
+        the work. A candidate never seen before takes the blocking path once. With
+        ``live`` (the fold's row of this viewer, in the process that owns live state) the
+        viewer's live row is not read from the store.
         """
         now = self.features.clock()
         stats = self.features.cached_products(q.candidates)
         if stats is None:
             return await asyncio.to_thread(self.rank_products, q, deadline)
-        rows = await self.features.fetch_async(self._rank_request(q), deadline)
+        request = self._rank_request(q)
+        unheld = _without_held(request, live)
+        rows = _with_held(await self.features.fetch_async(request, deadline), live, unheld)
         return self._rank(q, now, stats, True, rows)
 
     def _rank_request(self, q: RankProductsQuery) -> Request:

@@ -122,14 +122,14 @@ class App:
         of ``--workers N``, so a stray second server never silently shares a port.
         """
         shared = self.s.workers > 1 and self.link is not None
-        server = grpc.aio.server(
-            interceptors=[self.guard],
-            options=[("grpc.so_reuseport", 1 if shared else 0)],
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if shared else 0)])
+        service = pb.DESCRIPTOR.services_by_name["LiveRecommender"]
+        pb_grpc.add_LiveRecommenderServicer_to_server(
+            self.guard.servicer(self.servicer, service), server
         )
-        pb_grpc.add_LiveRecommenderServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (
-            pb.DESCRIPTOR.services_by_name["LiveRecommender"].full_name,
+            service.full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )

@@ -129,11 +129,13 @@ def bench(
 
 def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild: bool) -> None:
     from service.bench import grpcbench, ingest, textbook, training
+    from service.bench.calibrate import machine_speed
     from service.bench.serverproc import NotImplementedYet, ServerProcess
     from service.bench.world import Workload, ensure_champions, ensure_world, room_products
     from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 
     echo = typer.echo
+    result["machine"] = {"start": machine_speed()}
     echo(f"[1/6] bench world ({cfg['size']}) and champions")
     world = ensure_world(cfg["size"], rebuild=rebuild, echo=echo)
     result["champions"] = ensure_champions(world, echo=echo)
@@ -253,6 +255,7 @@ def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild:
         _throughput(world, load, cfg, "inproc", "", work / "tp")
     ).as_dict()
     result["training"] = training.per_million_rows(world, cfg["train_rows"])
+    result["machine"]["end"] = machine_speed()
 
 
 def _setup(
@@ -274,7 +277,8 @@ def _setup(
         f"Champions from the {world.champions_from}. RankProducts: viewer `{viewer}`, "
         f"{len(cands)} candidates ({len(products)} with live rows in the room), top 10 with "
         f"reasons; {cfg['channels']} channels (one connection each); server = `liverec serve` "
-        "subprocess on port 0, load generator = this process (grpc.aio, open loop)."
+        "subprocess on port 0, load generator = this process (grpc.aio, open loop, "
+        "on a select() event loop whose timers keep microseconds)."
     )
 
 

@@ -9,7 +9,10 @@ several channels (one channel = one TCP connection: each channel gets its own
 subchannel pool, so gRPC cannot quietly share one connection between them).
 
 The schedule and the statistics are plain functions (unit-tested without any
-clock); :func:`run_open_loop` is the only part that waits.
+clock); :func:`run_open_loop` is the only part that waits. The benchmark runs it on
+:func:`service.bench.grpcbench.precise_loop`, whose timers wake to the microsecond
+(asyncio's default rounds each sleep up to a whole millisecond: lateness of the
+generator's own that would be counted as the server's).
 """
 
 from __future__ import annotations

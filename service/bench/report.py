@@ -124,6 +124,18 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     f"measured @{low}/s; @{budget_rate}/s: {at['server_cpu_ms_per_call']:.2f} ms",
                 )
             )
+            low_floor = suite["floor"].get(low)
+            if low_floor:
+                # What gRPC and the event loop cost the same server for an answer it
+                # does not compute: the part of the CPU budget the service never had.
+                fcpu = low_floor["server_cpu_ms_per_call"]
+                out.append(
+                    Row(
+                        "server CPU per empty call (floor)",
+                        f"{fcpu:.3f} ms",
+                        note=f"measured @{low}/s; RankProducts over the floor: {cpu - fcpu:.3f} ms",
+                    )
+                )
     tb = r.get("textbook")
     single = r.get("single_call")
     if tb and single:
@@ -239,6 +251,21 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 "training time per million rows",
                 f"{tr['seconds_per_million_rows']:.1f} s",
                 note=tr.get("note", ""),
+            )
+        )
+    speed = r.get("machine") or {}
+    if speed.get("start"):
+        out.append(
+            Row(
+                "machine speed (calibration, lower is faster)",
+                " -> ".join(
+                    f"python loop {m['python_loop_ms']:.1f} ms, "
+                    f"numpy step {m['numpy_small_us']:.2f} µs"
+                    for m in (speed.get("start"), speed.get("end"))
+                    if m
+                ),
+                note="at the start -> at the end of the run; compare runs with it "
+                "(service/bench/calibrate.py)",
             )
         )
     if r.get("error"):

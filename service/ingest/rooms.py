@@ -96,9 +96,12 @@ class RoomMemory:
                 products.append(None)
         return RoomSnapshot(room_id, viewers, rows.viewer_live, rows.room_state, products)
 
-    def viewer_rows(self, room_id: str, viewers: Sequence[str]) -> ViewerRows:
-        """The ``viewer_live`` rows of ``viewers`` in ``room_id`` and the room's row, from
-        the fold (the rows it writes to the online store, as of now)."""
+    def viewer_rows(self, room_id: str, viewers: Sequence[str], room: bool = True) -> ViewerRows:
+        """The ``viewer_live`` rows of ``viewers`` in ``room_id`` and (with ``room``) the
+        room's row, from the fold (the rows it writes to the online store, as of now).
+
+        The room's row counts its present viewers by region: a call about one viewer
+        leaves it to the store's short-lived cache (``room=False``)."""
         live: list[Row | None] = []
         cache = self._live_rows
         if len(cache) > 2 * self._max:
@@ -117,10 +120,10 @@ class RoomMemory:
             row[TS] = s.last_event_ts
             cache[key] = (s, s.changes, row)
             live.append(row)
-        room = self.fold.rooms.get(room_id)
+        state = self.fold.rooms.get(room_id) if room else None
         room_row: Row | None = None
-        if room is not None:
-            room_row = room.row()
+        if state is not None:
+            room_row = state.row()
             room_row[TS] = self.clock()  # the current state, not an aged copy
         return ViewerRows(live, room_row)
 

@@ -295,3 +295,31 @@ def test_conversion_from_the_folds_rows_reads_only_what_the_fold_lacks(
     from_memory = scorer.score_conversion(query, Deadline.after(5), live=live)
     assert from_memory == from_store
     assert counting.keys["viewer_live"] == 2 and counting.keys["room_state"] == 0
+
+
+def test_rank_from_the_folds_row_reads_no_viewer_live_row(world: World, tmp_path: Path) -> None:
+    """In the process that owns live state RankProducts takes the viewer's live row from the
+    fold: the same answer as from the store's copy of that row, without reading it; a
+    viewer the fold does not hold is read from the store."""
+    from service.ingest.rooms import ViewerRows
+
+    now = time.time()
+    scorer = _scorer(world, tmp_path)
+    scorer.features.clock = lambda: now
+    viewer = world.present[0]
+    stored = scorer.features.fetch(
+        scorer.features.viewer_request([viewer], world.room), Deadline.after(5)
+    )
+    assert stored is not None and stored["viewer_live"][0] is not None
+    query = RankProductsQuery(world.room, viewer, tuple(world.products[:20]), top_k=5)
+    from_store = asyncio.run(scorer.rank_products_async(query, Deadline.after(5)))
+    counting = _Counting(world.reader)
+    features = OnlineFeatures(counting, clock=lambda: now, live_cache_s=0)
+    features.warm_products(list(world.products[:20]))
+    scorer.features = features
+    held = ViewerRows([stored["viewer_live"][0]], None)
+    from_fold = asyncio.run(scorer.rank_products_async(query, Deadline.after(5), held))
+    assert from_fold == from_store and from_fold.products[0].reasons
+    assert counting.keys["viewer_live"] == 0 and counting.keys["room_state"] == 1
+    asyncio.run(scorer.rank_products_async(query, Deadline.after(5), ViewerRows([None], None)))
+    assert counting.keys["viewer_live"] == 1

@@ -73,3 +73,17 @@ def test_a_saturated_machine_means_the_generator_and_server_shared_a_core() -> N
     assert not CpuWindow(10, 3, 4, 8, cores=2).shared_core
     busy = CpuWindow(10, 3, 4, 18, cores=2)  # others used 1.1 cores meanwhile
     assert busy.other_cores == pytest.approx(1.1) and busy.shared_core
+
+
+def test_bench_coroutines_run_on_a_loop_with_microsecond_timers() -> None:
+    """epoll rounds timeouts up to whole milliseconds, which a generator's sleeps would
+    add to every latency counted from the due time; select() keeps microseconds."""
+    import selectors
+
+    from service.bench import grpcbench
+
+    async def which() -> type:
+        loop = asyncio.get_running_loop()
+        return type(loop._selector)  # type: ignore[attr-defined]
+
+    assert grpcbench.run(which()) is selectors.SelectSelector

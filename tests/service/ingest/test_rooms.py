@@ -32,6 +32,8 @@ def test_a_viewers_row_is_rebuilt_only_after_an_event_changed_the_session() -> N
         assert a is not first.viewer_live[0] and a is not None
         assert a["clicks"] == 1 and a[TS] == T0 + 5
         assert after.viewer_live[1] is first.viewer_live[1]
+        assert first.room_state is not None and first.room_state["viewers_present"] == 2.0
+        assert rooms.viewer_rows("r", ["a"], room=False).room_state is None
         # Every row is the fold's own definition of it.
         for v, row in zip(["a", "b"], after.viewer_live, strict=True):
             want = fold.rows("viewer_live", (v, "r"))

@@ -1,0 +1,67 @@
+"""The report's verdicts and derived rows, from a hand-made result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.bench import report
+from service.bench.calibrate import machine_speed
+
+
+def _run(p50: float, p99: float, cpu_ms: float, rate: int) -> dict[str, Any]:
+    return {
+        "rate": rate,
+        "channels": 4,
+        "errors": {},
+        "latency": {"n": 1000, "p50_ms": p50, "p99_ms": p99, "p999_ms": None},
+        "cpu": {"client_cores": 0.1, "server_cores": 0.5, "other_cores": 0.0, "shared_core": False},
+        "server_cpu_ms_per_call": cpu_ms,
+    }
+
+
+def _result() -> dict[str, Any]:
+    return {
+        "config": {"budget_rate": 500},
+        "rank": {
+            "1": {
+                "rates": {"100": _run(1.2, 3.0, 1.4, 100), "500": _run(1.4, 3.5, 1.1, 500)},
+                "floor": {"100": _run(0.5, 1.0, 0.6, 100), "500": _run(0.45, 1.0, 0.5, 500)},
+                "max_rate_p99_under_ms": {"ceiling_ms": 10.0, "rate": None},
+            }
+        },
+        "machine": {
+            "start": {"python_loop_ms": 17.0, "numpy_small_us": 5.0},
+            "end": {"python_loop_ms": 19.0, "numpy_small_us": 5.5},
+        },
+    }
+
+
+def _by_name(rows: list[report.Row]) -> dict[str, report.Row]:
+    return {r.name: r for r in rows}
+
+
+def test_budget_verdicts_and_the_cpu_floor() -> None:
+    rows = _by_name(report.rows(_result()))
+    assert rows["RankProducts(50) p50 @500/s"].verdict == "PASS"
+    assert rows["RankProducts(50) p99 @500/s"].verdict == "PASS"
+    assert rows["LiveRec / floor (p50, same rate)"].value == "3.11x"
+    assert rows["LiveRec / floor (p50, same rate)"].verdict == "FAIL"
+    # CPU is judged where the server keeps up (the lowest rate), beside the floor there.
+    cpu = rows["server CPU per RankProducts call"]
+    assert cpu.value.startswith("1.400 ms") and cpu.verdict == "FAIL"
+    floor = rows["server CPU per empty call (floor)"]
+    assert floor.value == "0.600 ms"
+    assert "RankProducts over the floor: 0.800 ms" in floor.note
+
+
+def test_machine_speed_is_reported_from_start_to_end() -> None:
+    row = _by_name(report.rows(_result()))["machine speed (calibration, lower is faster)"]
+    assert row.value == (
+        "python loop 17.0 ms, numpy step 5.00 µs -> python loop 19.0 ms, numpy step 5.50 µs"
+    )
+
+
+def test_machine_speed_measures_both_workloads() -> None:
+    speed = machine_speed(repeat=1)
+    assert set(speed) == {"python_loop_ms", "numpy_small_us"}
+    assert all(v > 0 for v in speed.values())
