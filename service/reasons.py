@@ -298,12 +298,18 @@ _SILENT = frozenset({"exposure_kind"})
 
 
 def _audible(columns: Sequence[str], contrib: np.ndarray) -> np.ndarray:
-    silent = [j for j, c in enumerate(columns) if c in _SILENT]
+    silent = _silent(tuple(columns))
     if not silent:
         return contrib
     out = np.array(contrib, dtype=np.float64, copy=True)
     out[..., silent] = 0.0
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _silent(columns: tuple[str, ...]) -> list[int]:
+    """Positions of the columns that never give a reason (a model has one column order)."""
+    return [j for j, c in enumerate(columns) if c in _SILENT]
 
 
 def explain(
@@ -324,8 +330,9 @@ def explain_rows(
         return [[] for _ in range(len(X))]
     contrib = _audible(columns, contrib)
     order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :n]
-    weights = np.take_along_axis(contrib, order, axis=1).tolist()
-    values = np.take_along_axis(np.asarray(X), order, axis=1).tolist()
+    at = np.arange(len(order))[:, None]  # = take_along_axis, without its Python overhead
+    weights = contrib[at, order].tolist()
+    values = np.asarray(X)[at, order].tolist()
     out: list[list[Reason]] = []
     for js, ws, vs in zip(order.tolist(), weights, values, strict=True):
         reasons: list[Reason] = []
