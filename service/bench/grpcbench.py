@@ -179,7 +179,8 @@ def precise_loop() -> asyncio.AbstractEventLoop:
     millisecond, so an open-loop generator sleeping until the next due time woke
     0.7 ms late at the median (measured at 500/s): lateness that the latencies,
     counted from the due time, charged to the server. ``select()`` takes its timeout
-    in microseconds; the generator watches a handful of sockets, far below its limit.
+    in microseconds. Its limit (descriptors numbered below 1024) is far from the
+    handful of sockets the benchmark process watches.
     """
     return asyncio.SelectorEventLoop(selectors.SelectSelector())
 
