@@ -230,12 +230,20 @@ def products_frame(w: World) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: Days of rates past the world's last day: a stream planned for a host's local evening on
+#: that day may start on the next UTC day (up to 31 h after "midnight" in the Americas).
+FX_DAYS_AFTER_END = 2
+
+
 def fx_frame(w: World, rng: np.random.Generator) -> pd.DataFrame:
-    """Daily rates to USD: a small random walk around the starting rates."""
-    days = pd.date_range(w.start.date(), periods=w.size.days + 1, freq="D").date
+    """Daily rates to USD: a small random walk around the starting rates; the days after
+    the world's last one keep its rate (no draw: the same seed gives the same walk)."""
+    days = pd.date_range(w.start.date(), periods=w.size.days + 1 + FX_DAYS_AFTER_END, freq="D").date
+    walked = w.size.days + 1
     frames = []
     for cur, units_per_usd in FX_START.items():
-        walk = np.exp(np.cumsum(rng.normal(0, 0.003 if cur != "USD" else 0.0, size=len(days))))
+        walk = np.exp(np.cumsum(rng.normal(0, 0.003 if cur != "USD" else 0.0, size=walked)))
+        walk = np.concatenate([walk, np.repeat(walk[-1], FX_DAYS_AFTER_END)])
         frames.append(
             pd.DataFrame(
                 {"date": days, "currency": cur, "usd_per_unit": 1.0 / (units_per_usd * walk)}

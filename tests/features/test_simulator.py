@@ -220,3 +220,16 @@ def test_live_signal_adds_what_the_profile_alone_cannot(small_world: Path) -> No
         model.fit(x[train], y[train])
         aucs[spec.name] = roc_auc_score(y[~train], np.asarray(model.predict_proba(x[~train]))[:, 1])
     assert aucs["conversion"] - aucs["conversion_profile_only"] >= 0.03, aucs
+
+
+@pytest.mark.parametrize("hour", [0, 12, 21, 23])
+def test_a_world_may_end_at_any_hour_of_the_day(tmp_path: Path, hour: int) -> None:
+    """A host's local evening in the Americas falls on the next UTC day: a world ending
+    late in the UTC day plans its last streams past its end date, and each needs that
+    day's exchange rates (the tests' worlds end "now", whatever the hour)."""
+    end = datetime(2026, 11, 26, hour, 50, tzinfo=UTC)
+    simulate(tmp_path, "tiny", seed=11, end_at=end, progress=False)
+    fx = schema.read_table("fx", tmp_path).to_pandas()
+    streams = schema.read_table("streams", tmp_path).to_pandas()
+    assert len(streams) > 0
+    assert fx.groupby("currency").size().nunique() == 1  # every currency on every day
