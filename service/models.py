@@ -322,26 +322,38 @@ class ModelRegistry:
                 log.exception("model %s: swap hook failed (the swap itself stands)", loaded.name)
 
     def _store(self, name: str, version: str, directory: Path) -> Path:
-        """Copy a downloaded version to ``models/<name>/<version>/`` (renamed into place)."""
+        """Copy a downloaded version to ``models/<name>/<version>/`` (renamed into place).
+
+        The processes of ``--workers N`` share ``models/``: each stages its own copy, and a
+        complete copy already in place (a registry version never changes) is kept, never
+        replaced under a process that may be loading it.
+        """
         target = self.models_dir / name / version
-        staging = self.models_dir / name / f".{version}.partial"
+        if (target / VERSION_FILE).exists():
+            return target
+        staging = self.models_dir / name / f".{version}.partial-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(directory, staging)
-        (staging / VERSION_FILE).write_text(
-            json.dumps({"name": name, "version": version, "saved_at": time.time()}) + "\n"
-        )
-        if target.exists():
-            current = self._current.get(name)
-            if current is not None and current.version == version:
-                return target  # the serving copy is never replaced under it
-            shutil.rmtree(target)
-        staging.rename(target)
+        try:
+            shutil.copytree(directory, staging)
+            (staging / VERSION_FILE).write_text(
+                json.dumps({"name": name, "version": version, "saved_at": time.time()}) + "\n"
+            )
+            if target.exists() and not (target / VERSION_FILE).exists():
+                shutil.rmtree(target, ignore_errors=True)  # an incomplete copy of old
+            try:
+                staging.rename(target)
+            except OSError:
+                if not (target / VERSION_FILE).exists():
+                    raise
+                # Another process put the same version in place first: use its copy.
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     def _set_current(self, name: str, version: str) -> None:
         """Point ``models/<name>/current`` at a checked version (the last good copy)."""
         pointer = self.models_dir / name / CURRENT_FILE
-        tmp = pointer.with_name(f".{CURRENT_FILE}.tmp")
+        tmp = pointer.with_name(f".{CURRENT_FILE}.{os.getpid()}.tmp")
         tmp.write_text(version + "\n")
         tmp.replace(pointer)
 

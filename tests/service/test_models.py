@@ -36,6 +36,24 @@ def test_start_from_the_last_good_copy_when_the_registry_is_unreachable(tmp_path
     assert {n: second.get(n).version for n in NAMES} == {n: "5" for n in NAMES}  # type: ignore[union-attr]
 
 
+def test_processes_sharing_the_models_folder_keep_the_copy_in_place(tmp_path: Path) -> None:
+    """``--workers N`` starts several processes on one ``models/``: a process arriving
+    second uses the complete copy already there, never replaces it under the first (which
+    may be reading it), and leaves no staging folder behind."""
+    first = ModelRegistry(_settings(tmp_path), LinearModel.load, _source(tmp_path))
+    first.start()
+    folder = tmp_path / "models" / CONVERSION_MODEL
+    saved = (folder / "5" / "version.json").read_text()
+    in_use = folder / "5" / "in-use"
+    in_use.write_text("the first process reads from here")
+    (folder / ".5.partial-999999").mkdir()  # left by a process that died while staging
+    second = ModelRegistry(_settings(tmp_path), LinearModel.load, _source(tmp_path))
+    second.start()
+    assert first.ready and second.ready
+    assert in_use.exists() and (folder / "5" / "version.json").read_text() == saved
+    assert [p.name for p in folder.glob(".*partial*")] == [".5.partial-999999"]
+
+
 def test_without_registry_or_copy_nothing_is_served(tmp_path: Path) -> None:
     down = FakeSource()
     down.reachable = False

@@ -41,6 +41,9 @@ from tests.service.registry_helpers import register_served
 
 ROOT = Path(__file__).resolve().parents[3]
 
+#: Longest wait for `liverec serve` to write its ready file.
+START_S = 200
+
 
 def copy_world(world: World, dest: Path) -> Path:
     """The world's data dir, with a consistent copy of the SQLite online store."""
@@ -210,11 +213,15 @@ def start_serve(data: Path, registry: str, tmp: Path, *args: str) -> Proc:
             stderr=subprocess.STDOUT,
             text=True,
         )
-    # The ready file is the readiness signal of a process we cannot call into.
-    give_up = time.monotonic() + 120
+    # The ready file is the readiness signal of a process we cannot call into. The wait
+    # only guards against a hang: --workers 2 starts three processes (model loads, the
+    # aggregator's replay) on a shared 2-core machine.
+    give_up = time.monotonic() + START_S
     while not ready.exists():
         assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < give_up, "no ready file after 120 s\n" + log.read_text()[-3000:]
+        assert time.monotonic() < give_up, (
+            f"no ready file after {START_S} s\n" + log.read_text()[-3000:]
+        )
         time.sleep(0.05)
     p = Proc(proc, json.loads(ready.read_text()), log)
     with grpc.insecure_channel(p.target) as channel:
