@@ -238,8 +238,8 @@ FX_DAYS_AFTER_END = 2
 def fx_frame(w: World, rng: np.random.Generator) -> pd.DataFrame:
     """Daily rates to USD: a small random walk around the starting rates; the days after
     the world's last one keep its rate (no draw: the same seed gives the same walk)."""
-    days = pd.date_range(w.start.date(), periods=w.size.days + 1 + FX_DAYS_AFTER_END, freq="D").date
     walked = w.size.days + 1
+    days = pd.date_range(w.start.date(), periods=walked + FX_DAYS_AFTER_END, freq="D").date
     frames = []
     for cur, units_per_usd in FX_START.items():
         walk = np.exp(np.cumsum(rng.normal(0, 0.003 if cur != "USD" else 0.0, size=walked)))

@@ -14,7 +14,7 @@ import concurrent.futures as cf
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -27,7 +27,7 @@ from service.generated.livecommerce.v1 import live_recommender_pb2_grpc as pb_gr
 from service.ingest import convert as ingest_convert
 from service.ingest.aggregator import Aggregator
 from service.ingest.live import AggregatorLink
-from service.ingest.rooms import RoomMemory
+from service.ingest.rooms import RoomMemory, ViewerRows
 from service.metrics import Metrics
 from service.scoring import Scorer
 from service.settings import ServiceSettings
@@ -84,6 +84,14 @@ class LiveRecommender(pb_grpc.LiveRecommenderServicer):
         except TimeoutError as exc:
             raise DeadlineExceeded("deadline exceeded before an answer was ready") from exc
 
+    def _held(self, room_id: str, viewers: Sequence[str], room: bool) -> ViewerRows | None:
+        """In the process that owns live state, these viewers' live rows (and the room's)
+        from the fold, as of now rather than as of its last flush to the store; ``None``
+        elsewhere. Called on the loop, the fold's only writer: a consistent view."""
+        if self.rooms is None or not self.live_ready:
+            return None
+        return self.rooms.viewer_rows(room_id, viewers, room=room)
+
     def _flags(self, method: str, flags: Flags) -> None:
         if flags.degraded:
             self.metrics.flags(method, flags)
@@ -106,9 +114,8 @@ class LiveRecommender(pb_grpc.LiveRecommenderServicer):
                     raise
                 log.warning("live owner unavailable; ScoreConversion from the online store")
         fn = self.scorer.score_conversion
-        if self.aggregator is not None and self.rooms is not None and self.live_ready:
-            # On the loop, the fold's only writer: the viewers' live rows as of now.
-            live = self.rooms.viewer_rows(query.room_id, query.viewer_ids)
+        live = self._held(query.room_id, query.viewer_ids, room=True)
+        if live is not None:
             fn = functools.partial(fn, live=live)
         answer = await self._run(fn, query, deadline)
         self._flags("ScoreConversion", answer.meta.flags)
@@ -118,11 +125,8 @@ class LiveRecommender(pb_grpc.LiveRecommenderServicer):
         self, request: pb.RankProductsRequest, context: grpc.aio.ServicerContext
     ) -> pb.RankProductsResponse:
         query = validation.rank_products(request, self.s)
-        live = None
-        if self.rooms is not None and self.live_ready:
-            # On the loop, the fold's only writer: the viewer's live row as of now, not
-            # as of the last flush to the store (and one store read fewer).
-            live = self.rooms.viewer_rows(query.room_id, (query.viewer_id,), room=False)
+        # The room's row (it counts 2,000 viewers) comes from the store's short-lived cache.
+        live = self._held(query.room_id, (query.viewer_id,), room=False)
         # No hop to the scoring pool: the scoring itself is sub-millisecond.
         answer = await self.scorer.rank_products_async(
             query, deadline_of(context, self._default_s), live

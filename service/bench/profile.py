@@ -19,9 +19,15 @@ from service.bench.textbook import timed
 from service.bench.world import BenchWorld
 
 
+def _stats(seconds: np.ndarray) -> dict[str, float]:
+    return {
+        "p50_us": float(np.median(seconds) * 1e6),
+        "p99_us": float(np.percentile(seconds, 99) * 1e6),
+    }
+
+
 def _time(fn: Callable[[], Any], n: int) -> dict[str, float]:
-    out = timed(fn, n, warmup=max(5, n // 10))
-    return {"p50_us": float(np.median(out) * 1e6), "p99_us": float(np.percentile(out, 99) * 1e6)}
+    return _stats(timed(fn, n, warmup=max(5, n // 10)))
 
 
 def _cpu_after_idle(fn: Callable[[], Any], n: int, gap_s: float) -> dict[str, float]:
@@ -39,7 +45,7 @@ def _cpu_after_idle(fn: Callable[[], Any], n: int, gap_s: float) -> dict[str, fl
         t0 = time.thread_time()
         fn()
         out[i] = time.thread_time() - t0
-    return {"p50_us": float(np.median(out) * 1e6), "p99_us": float(np.percentile(out, 99) * 1e6)}
+    return _stats(out)
 
 
 def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, float]]:
