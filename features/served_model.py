@@ -24,6 +24,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,17 @@ class ServedModel:
     def explainer(self) -> PathExplainer:
         """Per-feature contributions by decision path, precomputed per leaf (cheap per row)."""
         if self._explainer is None:
-            self._explainer = PathExplainer(self.booster())
+            explainer = PathExplainer(self.booster())
+            with np.load(self.directory / PARITY_FILE) as parity:
+                X = np.asarray(parity["X"], dtype=np.float32)
+            if len(X) and not np.array_equal(
+                explainer.leaves(X), self.booster().predict(X, pred_leaf=True)
+            ):
+                raise ParityError(
+                    f"{self.name}: the leaf graph and LightGBM reach different leaves "
+                    "on the parity sample"
+                )
+            self._explainer = explainer
         return self._explainer
 
     def contributions(self, X: np.ndarray, top: int = 3) -> list[list[Reason]]:
@@ -303,65 +314,84 @@ class PathExplainer:
         )
 
 
-class _LeafReader:
-    """Leaf indices straight from LightGBM's C API (``LGBM_BoosterPredictForMat``,
-    ``C_API_PREDICT_LEAF_INDEX``, one thread): what ``Booster.predict(pred_leaf=True)``
-    returns, without its per-call Python checks (about half of its cost on 10 rows).
-    Safe from several threads: the C library takes the booster's shared lock."""
+def as_regression(model_text: str) -> str:
+    """A LightGBM model text read as a regression: the same trees, whose converted ONNX
+    ensemble then yields the raw sum of leaf values (the margin) with no link function."""
+    text = re.sub(r"^objective=.*$", "objective=regression", model_text, count=1, flags=re.M)
+    return re.sub(r"^\[objective: .*\]$", "[objective: regression]", text, flags=re.M)
 
-    _FLOAT32 = 0
-    _ROW_MAJOR = 1
-    _LEAF_INDEX = 2
+
+class _LeafReader:
+    """Leaf indices by ONNX Runtime: what ``Booster.predict(pred_leaf=True)`` returns.
+
+    The booster's trees are converted as the served graph is (``training.export``), with
+    every leaf's value replaced by its index and each tree given its own output: one
+    ``TreeEnsembleRegressor`` whose output ``t`` is the leaf row reaches in tree ``t``.
+    It takes the served graph's branches (the same float32 thresholds and missing-value
+    rules; :meth:`ServedModel.explainer` checks it against LightGBM on the parity
+    sample) and, measured in a RankProducts call, costs about half of LightGBM's own
+    leaf prediction, whose per-call set-up dominates on ten rows. Safe from several
+    threads, like any ONNX Runtime session.
+    """
 
     def __init__(self, booster: Any, n_trees: int, n_features: int) -> None:
-        import ctypes
+        import lightgbm as lgb
+        from onnx import TensorProto, helper
+        from onnxmltools import convert_lightgbm
+        from onnxmltools.convert.common.data_types import FloatTensorType
 
-        from lightgbm.basic import _LIB, _safe_call
+        def indices(match: re.Match[str]) -> str:
+            return "leaf_value=" + " ".join(f"{i}.0" for i in range(len(match.group(1).split())))
 
-        self._ctypes = ctypes
-        self._call = _LIB.LGBM_BoosterPredictForMat
-        self._check = _safe_call
-        self._booster = booster  # keeps the handle alive
-        self._handle = booster._handle
-        self._n_trees = n_trees
+        text = re.sub(
+            r"^leaf_value=(.*)$", indices, as_regression(booster.model_to_string()), flags=re.M
+        )
+        # Leaf values changed length in text; without the index LightGBM reads in sequence.
+        text = re.sub(r"^tree_sizes=.*\n", "", text, count=1, flags=re.M)
+        model = convert_lightgbm(
+            lgb.Booster(model_str=text),
+            name="liverec_leaves",
+            initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+            zipmap=False,
+        )
+        (ensemble,) = [n for n in model.graph.node if n.op_type == "TreeEnsembleRegressor"]
+        attrs = {a.name: a for a in ensemble.attribute}
+        trees = list(attrs["target_treeids"].ints)
+        del attrs["target_ids"].ints[:]
+        attrs["target_ids"].ints.extend(trees)  # each tree adds to its own output
+        attrs["n_targets"].i = n_trees
+        if set(trees) != set(range(n_trees)):
+            raise ValueError(f"leaf graph has {len(set(trees))} trees, the booster {n_trees}")
+        del model.graph.node[:]
+        model.graph.node.append(ensemble)
+        del model.graph.output[:]
+        model.graph.output.append(
+            helper.make_tensor_value_info(ensemble.output[0], TensorProto.FLOAT, [None, n_trees])
+        )
+        self._output = ensemble.output[0]
+        self._session = _session(model.SerializeToString(), 1)
         self._n_features = n_features
-        self._params = ctypes.c_char_p(b"num_threads=1")
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        ct = self._ctypes
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self._n_features:
             raise ValueError(f"expected (n, {self._n_features}) features, got {X.shape}")
-        n = len(X)
-        out = np.empty((n, self._n_trees), dtype=np.float64)
-        written = ct.c_int64(0)
-        rc = self._call(
-            self._handle,
-            X.ctypes.data_as(ct.c_void_p),
-            ct.c_int(self._FLOAT32),
-            ct.c_int32(n),
-            ct.c_int32(self._n_features),
-            ct.c_int(self._ROW_MAJOR),
-            ct.c_int(self._LEAF_INDEX),
-            ct.c_int(0),
-            ct.c_int(-1),
-            self._params,
-            ct.byref(written),
-            out.ctypes.data_as(ct.POINTER(ct.c_double)),
-        )
-        self._check(rc)  # raises LightGBMError with the library's message
-        if written.value != out.size:
-            raise RuntimeError(f"LightGBM wrote {written.value} leaf indices, not {out.size}")
-        return out.astype(np.int64)
+        (out,) = self._session.run([self._output], {INPUT_NAME: X})
+        return out.astype(np.int64)  # indices < 2**24: exact in float32
 
 
-def _session(path: Path, threads: int) -> Any:
+def _session(model: Path | bytes, threads: int) -> Any:
+    """An ONNX Runtime session on the CPU, from a file or a serialized graph."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model),
+        sess_options=options,
+        providers=["CPUExecutionProvider"],
+    )
 
 
 def _node_value(node: dict[str, Any]) -> float:

@@ -10,6 +10,7 @@ the same code decides every value the model sees.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -235,12 +236,23 @@ def local_hour(markets: np.ndarray, now: np.ndarray) -> np.ndarray:
     return out
 
 
+def _times(now: float | np.ndarray, n: int) -> np.ndarray:
+    """``now`` as a float64 column of ``n`` (a scalar filled: cheaper than broadcast_to)."""
+    if np.ndim(now) == 0:
+        return np.full(n, now, dtype=np.float64)
+    return np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
+
+
 _DEMOGRAPHICS = ("region", "market", "age_band", "gender", "device", "income_band")
 #: The time-dependent features of a viewer (all of AS_OF but the product's), and which of
 #: them are room columns under another name.
 _VIEWER_AS_OF = tuple(k for k in AS_OF if not k.startswith("on_stage"))
 _ROOM_AS_OF = {"stream_age_min": "room_stream_age_min", "minutes_left": "room_minutes_left"}
 _PROFILE_NAMES = tuple(f"viewer_profile__{c}" for c in _PROFILE)
+#: Rows of the profile matrix that hold the category affinities, in CATEGORIES order.
+_AFFINITY = slice(_PROFILE.index("cat_aff_" + CATEGORIES[0]), None)
+_AFFINITY = slice(_AFFINITY.start, _AFFINITY.start + len(CATEGORIES))
+assert _PROFILE[_AFFINITY] == tuple(f"cat_aff_{c}" for c in CATEGORIES), "contiguous"
 _LIVE_NAMES = tuple(f"viewer_live__{c}" for c in _LIVE)
 _ROOM_NAMES = (
     "room_state__viewers_present",
@@ -253,7 +265,7 @@ _ROOM_NAMES = (
 def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, np.ndarray]:
     """The viewer's columns (all of :data:`CONVERSION_COLUMNS`) plus what cross features need."""
     n = _rows(cols)
-    now_arr = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
+    now_arr = _times(now, n)
     derived = as_of(cols, now_arr, _VIEWER_AS_OF)
     f: dict[str, np.ndarray] = {}
     for short in _DEMOGRAPHICS:
@@ -262,7 +274,8 @@ def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, 
     f["local_hour"] = local_hour(_strings(cols, "viewer_demographics__market", n), now_arr)
     for k in _VIEWER_AS_OF:
         f[_ROOM_AS_OF.get(k, k)] = np.asarray(derived[k], dtype=np.float64)
-    f.update(zip(_PROFILE, _nums(cols, _PROFILE_NAMES, n), strict=True))
+    profile = _nums(cols, _PROFILE_NAMES, n)
+    f.update(zip(_PROFILE, profile, strict=True))
     live_present = ~np.isnan(_num(cols, "viewer_live__join_ts", n))
     # A session with no live row yet has zero of everything, not "unknown".
     live = np.where(live_present[None, :], _zero_nan(_nums(cols, _LIVE_NAMES, n)), 0.0)
@@ -282,7 +295,7 @@ def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, 
     f["_cart"] = carts
     f["_last_product"] = _strings(cols, "viewer_live__last_product_id", n)
     f["_last_step"] = _zero_nan(_num(cols, "viewer_live__last_product_step", n))
-    f["_affinity"] = np.stack([f[f"cat_aff_{c}"] for c in CATEGORIES], axis=1)
+    f["_affinity"] = profile[_AFFINITY].T  # the cat_aff_* rows, as (n, categories)
     return f
 
 
@@ -323,7 +336,7 @@ def product_at(
 ) -> dict[str, np.ndarray]:
     """:func:`product_block` from its :func:`product_static` part: adds the time columns."""
     n = len(static["category"])
-    now_arr = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
+    now_arr = _times(now, n)
     since = as_of(cols, now_arr, ("on_stage_for_min",))["on_stage_for_min"]
     f = dict(static)
     f["on_stage_for_min"] = np.where(
@@ -381,9 +394,7 @@ def cross_block(
         else:
             in_cart[i] = pid[i] in members
     f["in_cart"] = in_cart
-    f["exposure_kind"] = np.broadcast_to(
-        np.asarray(exposure_kind, dtype=np.float64), (len(is_last),)
-    )
+    f["exposure_kind"] = _times(exposure_kind, len(is_last))
     return f
 
 
@@ -421,21 +432,51 @@ def assemble_grid(
     n_v = len(viewers["region"])
     n_p = len(products["category"])
     cross = cross_block(viewers, products, exposure_kind, grid=True)
+    lead, from_products, from_cross, from_viewers = _grid_layout(
+        spec.columns, tuple(cross), tuple(products)
+    )
     out = np.empty((n_v, n_p, len(spec.columns)), dtype=np.float32)
-    own = [j for j, c in enumerate(spec.columns) if c not in cross and c not in products]
     # The viewer's columns lead every spec (CONVERSION_COLUMNS): one broadcast copy.
-    lead = len(own) if own == list(range(len(own))) else 0
     if lead:
         block = np.array([viewers[c] for c in spec.columns[:lead]]).T  # = column_stack, faster
         out[:, :, :lead] = block[:, None, :]
-    for j, c in enumerate(spec.columns[lead:], start=lead):
-        if c in cross:
-            out[:, :, j] = cross[c].reshape(n_v, n_p)
-        elif c in products:
-            out[:, :, j] = products[c][None, :]
-        else:
-            out[:, :, j] = viewers[c][:, None]
+    # Then each source's columns as one (rows, k) block and one scattered copy.
+    if from_products[0]:
+        at, names = from_products
+        out[:, :, at] = np.array([products[c] for c in names]).T[None, :, :]
+    if from_cross[0]:
+        at, names = from_cross
+        out[:, :, at] = np.array([cross[c] for c in names]).T.reshape(n_v, n_p, len(names))
+    for j, c in zip(*from_viewers, strict=True):
+        out[:, :, j] = viewers[c][:, None]
     return out.reshape(n_v * n_p, len(spec.columns))
+
+
+Positions = tuple[list[int], tuple[str, ...]]
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_layout(
+    columns: tuple[str, ...], cross: tuple[str, ...], products: tuple[str, ...]
+) -> tuple[int, Positions, Positions, Positions]:
+    """Where :func:`assemble_grid` takes each column from: the count of leading viewer
+    columns, then the positions and names of the columns from the products, from the
+    cross features and from the viewers (past the lead). Computed once per layout."""
+    placed: dict[str, list[tuple[int, str]]] = {"p": [], "x": [], "v": []}
+    for j, c in enumerate(columns):
+        placed["x" if c in cross else "p" if c in products else "v"].append((j, c))
+    own = [j for j, _ in placed["v"]]
+    lead = len(own) if own == list(range(len(own))) else 0
+
+    def positions(items: list[tuple[int, str]]) -> Positions:
+        return [j for j, _ in items], tuple(c for _, c in items)
+
+    return (
+        lead,
+        positions(placed["p"]),
+        positions(placed["x"]),
+        positions([(j, c) for j, c in placed["v"] if j >= lead]),
+    )
 
 
 def _pick(matrix: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from features.served_model import (
     SPEC_FILE,
     ServedModel,
     apply_calibrator,
+    as_regression,
 )
 from features.session_sim import EXPOSURE_WINDOW_MIN
 
@@ -71,11 +72,8 @@ def to_onnx(booster: Any, calibrator: dict[str, Any], n_features: int) -> onnx.M
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    text = booster.model_to_string()
     # Same trees, read as a regression: the converted ensemble then yields the margin.
-    text = re.sub(r"^objective=.*$", "objective=regression", text, count=1, flags=re.M)
-    text = re.sub(r"^\[objective: .*\]$", "[objective: regression]", text, flags=re.M)
-    margin_model = lgb.Booster(model_str=text)
+    margin_model = lgb.Booster(model_str=as_regression(booster.model_to_string()))
     model = convert_lightgbm(
         margin_model,
         name="liverec",
