@@ -66,7 +66,7 @@ def test_contributions_of_many_rows_are_the_same_bits_as_of_few() -> None:
     assert np.array_equal(many, few)
 
 
-def test_leaves_from_the_c_api_are_lightgbms_own() -> None:
+def test_leaves_from_the_leaf_graph_are_lightgbms_own() -> None:
     rng = np.random.default_rng(2)
     X = rng.normal(size=(1500, 4)).astype(np.float32)
     X[rng.uniform(size=X.shape) < 0.2] = np.nan

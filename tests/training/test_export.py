@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from features import served_model
 from features.served_model import (
     BOOSTER_FILE,
     CALIBRATOR_FILE,
@@ -94,6 +95,29 @@ def test_parity_gate_fails_for_a_perturbed_onnx_file(
     assert "max |ONNX - LightGBM|" in result.reason
     with pytest.raises(ParityError):
         bad.check_parity()
+
+
+def test_the_leaf_graph_reaches_lightgbms_leaves_and_a_disagreeing_one_is_refused(
+    champion_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = ServedModel.load(champion_dir)
+    with np.load(champion_dir / PARITY_FILE) as parity:
+        X = parity["X"]
+    leaves = model.explainer().leaves(X)
+    assert np.array_equal(leaves, model.booster().predict(X, pred_leaf=True))
+    assert np.isnan(X).any() and leaves.max() > 1
+
+    # What a converter bug in the leaf graph looks like: one tree's leaves off by one.
+    real = served_model._LeafReader.__call__
+
+    def off_by_one(self: served_model._LeafReader, X: np.ndarray) -> np.ndarray:
+        out = real(self, X)
+        out[:, 0] = (out[:, 0] + 1) % (out[:, 0].max() + 1)
+        return out
+
+    monkeypatch.setattr(served_model._LeafReader, "__call__", off_by_one)
+    with pytest.raises(ParityError, match="different leaves"):
+        ServedModel.load(champion_dir).explainer()
 
 
 def test_calibrator_is_in_the_graph(champion_dir: Path) -> None:
