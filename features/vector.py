@@ -264,18 +264,47 @@ _ROOM_NAMES = (
 
 def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, np.ndarray]:
     """The viewer's columns (all of :data:`CONVERSION_COLUMNS`) plus what cross features need."""
+    return viewer_at(viewer_static(cols), cols, now)
+
+
+#: The time features' anchors that batch views hold (the profile's order and first-seen
+#: times): :func:`viewer_static` carries them, so :func:`viewer_at` reads no batch column.
+_BATCH_ANCHORS = tuple(
+    AS_OF[k][0] for k in _VIEWER_AS_OF if AS_OF[k][0].startswith("viewer_profile__")
+)
+
+
+def viewer_static(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The part of :func:`viewer_block` read from the batch views alone (demographics and
+    profile, rebuilt daily) and not depending on ``now``. A caller scoring the same batch
+    rows again may keep it; :func:`viewer_at` adds the rest."""
     n = _rows(cols)
-    now_arr = _times(now, n)
-    derived = as_of(cols, now_arr, _VIEWER_AS_OF)
     f: dict[str, np.ndarray] = {}
     for short in _DEMOGRAPHICS:
         f[short] = _code(cols, f"viewer_demographics__{short}", n)
     f["preferred_payment"] = _code(cols, "viewer_profile__preferred_payment", n)
-    f["local_hour"] = local_hour(_strings(cols, "viewer_demographics__market", n), now_arr)
-    for k in _VIEWER_AS_OF:
-        f[_ROOM_AS_OF.get(k, k)] = np.asarray(derived[k], dtype=np.float64)
     profile = _nums(cols, _PROFILE_NAMES, n)
     f.update(zip(_PROFILE, profile, strict=True))
+    # For local_hour, the cross features and the time features (not model columns):
+    f["_market"] = _strings(cols, "viewer_demographics__market", n)
+    f["_affinity"] = profile[_AFFINITY].T  # the cat_aff_* rows, as (n, categories)
+    f.update({a: cols[a] for a in _BATCH_ANCHORS if cols.get(a) is not None})
+    return f
+
+
+def viewer_at(
+    static: Mapping[str, np.ndarray], cols: Mapping[str, Any], now: float | np.ndarray
+) -> dict[str, np.ndarray]:
+    """:func:`viewer_block` from its :func:`viewer_static` part: adds the time features, the
+    live session's columns and the room's, reading only live and room columns of ``cols``."""
+    n = len(static["region"])
+    now_arr = _times(now, n)
+    anchors = {a: static[a] for a in _BATCH_ANCHORS if a in static}
+    derived = as_of({**cols, **anchors}, now_arr, _VIEWER_AS_OF)
+    f = {k: v for k, v in static.items() if k not in _BATCH_ANCHORS}
+    f["local_hour"] = local_hour(static["_market"], now_arr)
+    for k in _VIEWER_AS_OF:
+        f[_ROOM_AS_OF.get(k, k)] = np.asarray(derived[k], dtype=np.float64)
     live_present = ~np.isnan(_num(cols, "viewer_live__join_ts", n))
     # A session with no live row yet has zero of everything, not "unknown".
     live = np.where(live_present[None, :], _zero_nan(_nums(cols, _LIVE_NAMES, n)), 0.0)
@@ -295,7 +324,6 @@ def viewer_block(cols: Mapping[str, Any], now: float | np.ndarray) -> dict[str, 
     f["_cart"] = carts
     f["_last_product"] = _strings(cols, "viewer_live__last_product_id", n)
     f["_last_step"] = _zero_nan(_num(cols, "viewer_live__last_product_step", n))
-    f["_affinity"] = profile[_AFFINITY].T  # the cat_aff_* rows, as (n, categories)
     return f
 
 

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from features.tables import BY_NAME, PRODUCT_LIVE, ROOM_STATE, VIEWER_LIVE, VIEWER_PROFILE
+from features.tables import (
+    BY_NAME,
+    PRODUCT_LIVE,
+    ROOM_STATE,
+    VIEWER_DEMOGRAPHICS,
+    VIEWER_LIVE,
+    VIEWER_PROFILE,
+)
 from features.vector import (
     CONVERSION,
     EXPOSURE_OVERLAY,
@@ -29,7 +36,9 @@ from features.vector import (
     assemble_grid,
     product_at,
     product_static,
+    viewer_at,
     viewer_block,
+    viewer_static,
 )
 from service.domain import (
     ConversionAnswer,
@@ -164,6 +173,38 @@ class ProductColumns:
         return cols, static
 
 
+class ViewerStatic:
+    """A viewer's batch columns (demographics, profile) as
+    :func:`features.vector.viewer_static` builds them, reused while the two rows stay the
+    same objects: the store's cache hands out the same batch rows for ``viewer_cache_s``,
+    so a viewer ranked again (an overlay refresh) pays only for the live part. Cached
+    arrays are read-only.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, tuple[Row | None, Row | None, Cols]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, viewer_id: str, demographics: Row | None, profile: Row | None) -> Cols:
+        with self._lock:
+            hit = self._entries.get(viewer_id)
+            if hit is not None and hit[0] is demographics and hit[1] is profile:
+                self._entries.move_to_end(viewer_id)
+                return hit[2]
+        cols = view_columns(VIEWER_DEMOGRAPHICS.name, [demographics])
+        cols.update(view_columns(VIEWER_PROFILE.name, [profile]))
+        static = viewer_static(cols)
+        for a in static.values():
+            a.flags.writeable = False
+        with self._lock:
+            self._entries[viewer_id] = (demographics, profile, static)
+            self._entries.move_to_end(viewer_id)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return static
+
+
 def _without_held(request: Request, live: ViewerRows | None) -> list[int]:
     """Take out of ``request`` the viewers' live rows (and the room's) that ``live`` holds;
     the positions of the viewers left to read."""
@@ -204,6 +245,7 @@ class Scorer:
         self.features = features
         self.models = models
         self._product_cols = ProductColumns()
+        self._viewer_static = ViewerStatic()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -252,9 +294,9 @@ class Scorer:
         )
         return stale, ages
 
-    def _viewer_cols(self, rows: Rows, n_rows: int) -> Cols:
+    def _viewer_cols(self, rows: Rows, n_rows: int, views: Sequence[str] = VIEWER_VIEWS) -> Cols:
         cols: Cols = {}
-        for view in VIEWER_VIEWS:
+        for view in views:
             cols.update(view_columns(view, rows[view]))
         # The room's row, converted once and repeated for every viewer.
         room = view_columns(ROOM_STATE.name, rows[ROOM_STATE.name][:1])
@@ -358,7 +400,7 @@ class Scorer:
         pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
         X = assemble_grid(
             NEXT_PRODUCT,
-            viewer_block(self._viewer_cols(rows, 1), now),
+            self._viewer_block(q.viewer_id, rows, now),
             product_at(static, pcols, now),
             EXPOSURE_OVERLAY,
         )
@@ -382,6 +424,13 @@ class Scorer:
         if not items:
             items = [(viewer_flags, viewer_age)]
         return RankAnswer(products, self._meta(NEXT_PRODUCT_MODEL, model, items))
+
+    def _viewer_block(self, viewer_id: str, rows: Rows, now: float) -> Cols:
+        """:func:`features.vector.viewer_block` of one viewer, its batch part kept."""
+        static = self._viewer_static.get(
+            viewer_id, rows[VIEWER_DEMOGRAPHICS.name][0], rows[VIEWER_PROFILE.name][0]
+        )
+        return viewer_at(static, self._viewer_cols(rows, 1, (VIEWER_LIVE.name,)), now)
 
     def _popularity(
         self, cands: list[str], top_k: int, model: LoadedModel | None, missing: bool

@@ -15,7 +15,9 @@ from features.vector import (
     assemble,
     assemble_grid,
     product_block,
+    viewer_at,
     viewer_block,
+    viewer_static,
 )
 from tests.features.helpers import conversion_columns, epoch, pit_join
 
@@ -60,3 +62,21 @@ def test_grid_equals_row_by_row_assembly(tiny_world: Path) -> None:
     # Something non-trivial was compared: cross features vary across the grid.
     j = NEXT_PRODUCT.columns.index("affinity_to_category")
     assert np.unique(grid[:, j][~np.isnan(grid[:, j])]).size > 3
+
+
+def test_the_viewer_block_splits_into_its_batch_part_and_the_rest(tiny_world: Path) -> None:
+    """viewer_static reads only the batch views and viewer_at only the live and room ones:
+    serving may keep the first between calls and still get viewer_block's bits."""
+    vcols, _, now = _room_frames(tiny_world)
+    cols = {c: vcols[c].to_numpy() for c in vcols.columns}
+    batch_views = ("viewer_demographics__", "viewer_profile__")
+    batch = {c: v for c, v in cols.items() if c.startswith(batch_views)}
+    rest = {c: v for c, v in cols.items() if not c.startswith(batch_views)}
+    assert batch and any(c.startswith("viewer_live__") for c in rest)
+    whole = viewer_block(cols, now)
+    split = viewer_at(viewer_static(batch), rest, now)
+    assert list(whole) == list(split)
+    for name in whole:
+        np.testing.assert_array_equal(split[name], whole[name], err_msg=name)
+    # The profile's time features came from the batch part.
+    assert np.isfinite(split["tenure_days"]).any()

@@ -323,3 +323,31 @@ def test_rank_from_the_folds_row_reads_no_viewer_live_row(world: World, tmp_path
     assert counting.keys["viewer_live"] == 0 and counting.keys["room_state"] == 1
     asyncio.run(scorer.rank_products_async(query, Deadline.after(5), ViewerRows([None], None)))
     assert counting.keys["viewer_live"] == 1
+
+
+def test_a_viewers_batch_part_is_kept_while_its_rows_are_the_same(
+    world: World, tmp_path: Path
+) -> None:
+    """RankProducts keeps a viewer's batch columns (viewer_static) while the store's cache
+    hands out the same demographics and profile rows, and rebuilds them for new rows; the
+    answer is the one from the whole viewer block either way."""
+    now = time.time()
+    scorer = _scorer(world, tmp_path)
+    scorer.features.clock = lambda: now
+    viewer = world.present[0]
+    query = RankProductsQuery(world.room, viewer, tuple(world.products[:20]), top_k=5)
+    first = scorer.rank_products(query, Deadline.after(5))
+    kept = scorer._viewer_static._entries[viewer][2]
+    again = scorer.rank_products(query, Deadline.after(5))
+    assert again == first and scorer._viewer_static._entries[viewer][2] is kept
+    # New rows (the cache expired, a new day's profile): rebuilt, the same answer here.
+    scorer.features = OnlineFeatures(world.reader, clock=lambda: now)
+    fresh = scorer.rank_products(query, Deadline.after(5))
+    assert fresh == first and scorer._viewer_static._entries[viewer][2] is not kept
+    # A changed profile row is never answered from the kept part.
+    rows = scorer.features.fetch(scorer._rank_request(query), Deadline.after(5))
+    assert rows is not None and rows["viewer_profile"][0] is not None
+    changed = dict(rows["viewer_profile"][0], cat_aff_fashion=0.987654)
+    rows["viewer_profile"] = [changed]
+    block = scorer._viewer_block(viewer, rows, now)
+    assert block["cat_aff_fashion"][0] == 0.987654
