@@ -15,7 +15,7 @@ import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -68,6 +68,8 @@ from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettin
 REASON_SAMPLE = 200
 
 Cols = dict[str, Any]
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def view_columns(view: str, rows: Sequence[Row | None]) -> Cols:
@@ -132,6 +134,43 @@ def _numbers(
     return found
 
 
+class _KeptWhileSame(Generic[K, V]):
+    """Values built from online rows, kept while those rows stay the same objects (the
+    store's caches hand out the same row objects until they refresh): a bounded LRU,
+    safe from several threads."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[K, tuple[list[Row | None], V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K, rows: list[Row | None], build: Callable[[], V]) -> V:
+        """The value kept for ``key`` if it was built from these very ``rows``, else
+        ``build()``, kept in its place."""
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and _same(hit[0], rows):
+                self._entries.move_to_end(key)
+                return hit[1]
+        value = build()
+        with self._lock:
+            self._entries[key] = (rows, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return value
+
+    def kept(self, key: K) -> V | None:
+        hit = self._entries.get(key)
+        return None if hit is None else hit[1]
+
+
+def _read_only(*blocks: Cols) -> None:
+    for block in blocks:
+        for a in block.values():
+            a.flags.writeable = False
+
+
 class ProductColumns:
     """The product columns of a candidate list, and the part of their product block that
     does not depend on the time (:func:`features.vector.product_static`), reused while
@@ -143,34 +182,22 @@ class ProductColumns:
     """
 
     def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._entries: OrderedDict[tuple[str, ...], tuple[list[Row | None], ...]] = OrderedDict()
-        self._cols: dict[tuple[str, ...], tuple[Cols, Cols]] = {}
-        self._lock = threading.Lock()
+        self._kept: _KeptWhileSame[tuple[str, ...], tuple[Cols, Cols]] = _KeptWhileSame(size)
 
     def get(
         self, cands: tuple[str, ...], stats: list[Row | None], live: list[Row | None]
     ) -> tuple[Cols, Cols]:
         """``(columns, static product block)`` of these rows."""
-        with self._lock:
-            hit = self._entries.get(cands)
-            if hit is not None and _same(hit[0], stats) and _same(hit[1], live):
-                self._entries.move_to_end(cands)
-                return self._cols[cands]
-        cols = view_columns("product_stats", stats)
-        cols.update(view_columns(PRODUCT_LIVE.name, live))
-        cols["product_id"] = np.array(cands, dtype=object)
-        static = product_static(cols)
-        for a in (*cols.values(), *static.values()):
-            a.flags.writeable = False
-        with self._lock:
-            self._entries[cands] = (list(stats), list(live))
-            self._entries.move_to_end(cands)
-            self._cols[cands] = (cols, static)
-            while len(self._entries) > self._size:
-                old, _ = self._entries.popitem(last=False)
-                del self._cols[old]
-        return cols, static
+
+        def build() -> tuple[Cols, Cols]:
+            cols = view_columns("product_stats", stats)
+            cols.update(view_columns(PRODUCT_LIVE.name, live))
+            cols["product_id"] = np.array(cands, dtype=object)
+            static = product_static(cols)
+            _read_only(cols, static)
+            return cols, static
+
+        return self._kept.get(cands, [*stats, *live], build)
 
 
 class ViewerStatic:
@@ -182,27 +209,21 @@ class ViewerStatic:
     """
 
     def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._entries: OrderedDict[str, tuple[Row | None, Row | None, Cols]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._kept: _KeptWhileSame[str, Cols] = _KeptWhileSame(size)
 
     def get(self, viewer_id: str, demographics: Row | None, profile: Row | None) -> Cols:
-        with self._lock:
-            hit = self._entries.get(viewer_id)
-            if hit is not None and hit[0] is demographics and hit[1] is profile:
-                self._entries.move_to_end(viewer_id)
-                return hit[2]
-        cols = view_columns(VIEWER_DEMOGRAPHICS.name, [demographics])
-        cols.update(view_columns(VIEWER_PROFILE.name, [profile]))
-        static = viewer_static(cols)
-        for a in static.values():
-            a.flags.writeable = False
-        with self._lock:
-            self._entries[viewer_id] = (demographics, profile, static)
-            self._entries.move_to_end(viewer_id)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-        return static
+        def build() -> Cols:
+            cols = view_columns(VIEWER_DEMOGRAPHICS.name, [demographics])
+            cols.update(view_columns(VIEWER_PROFILE.name, [profile]))
+            static = viewer_static(cols)
+            _read_only(static)
+            return static
+
+        return self._kept.get(viewer_id, [demographics, profile], build)
+
+    def kept(self, viewer_id: str) -> Cols | None:
+        """What is kept for ``viewer_id`` (tests)."""
+        return self._kept.kept(viewer_id)
 
 
 def _without_held(request: Request, live: ViewerRows | None) -> list[int]:

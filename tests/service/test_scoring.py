@@ -337,13 +337,13 @@ def test_a_viewers_batch_part_is_kept_while_its_rows_are_the_same(
     viewer = world.present[0]
     query = RankProductsQuery(world.room, viewer, tuple(world.products[:20]), top_k=5)
     first = scorer.rank_products(query, Deadline.after(5))
-    kept = scorer._viewer_static._entries[viewer][2]
+    kept = scorer._viewer_static.kept(viewer)
     again = scorer.rank_products(query, Deadline.after(5))
-    assert again == first and scorer._viewer_static._entries[viewer][2] is kept
+    assert again == first and scorer._viewer_static.kept(viewer) is kept
     # New rows (the cache expired, a new day's profile): rebuilt, the same answer here.
     scorer.features = OnlineFeatures(world.reader, clock=lambda: now)
     fresh = scorer.rank_products(query, Deadline.after(5))
-    assert fresh == first and scorer._viewer_static._entries[viewer][2] is not kept
+    assert fresh == first and scorer._viewer_static.kept(viewer) is not kept
     # A changed profile row is never answered from the kept part.
     rows = scorer.features.fetch(scorer._rank_request(query), Deadline.after(5))
     assert rows is not None and rows["viewer_profile"][0] is not None
