@@ -142,5 +142,12 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            # A run that failed against the server: what the server logged is the first
+            # thing to read, and its directory goes away with it.
+            sys.stderr.write(
+                f"liverec serve's log, last lines (the run failed: {exc_type.__name__}):\n"
+                f"{self.log_tail()}\n"
+            )
         self.stop()
