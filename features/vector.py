@@ -250,8 +250,8 @@ _VIEWER_AS_OF = tuple(k for k in AS_OF if not k.startswith("on_stage"))
 _ROOM_AS_OF = {"stream_age_min": "room_stream_age_min", "minutes_left": "room_minutes_left"}
 _PROFILE_NAMES = tuple(f"viewer_profile__{c}" for c in _PROFILE)
 #: Rows of the profile matrix that hold the category affinities, in CATEGORIES order.
-_AFFINITY = slice(_PROFILE.index("cat_aff_" + CATEGORIES[0]), None)
-_AFFINITY = slice(_AFFINITY.start, _AFFINITY.start + len(CATEGORIES))
+_AFFINITY_AT = _PROFILE.index("cat_aff_" + CATEGORIES[0])
+_AFFINITY = slice(_AFFINITY_AT, _AFFINITY_AT + len(CATEGORIES))
 assert _PROFILE[_AFFINITY] == tuple(f"cat_aff_{c}" for c in CATEGORIES), "contiguous"
 _LIVE_NAMES = tuple(f"viewer_live__{c}" for c in _LIVE)
 _ROOM_NAMES = (
