@@ -163,6 +163,10 @@ def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild:
         next_product=pb.RecommendNextProductRequest(
             room_id=room, candidate_product_ids=products, top_k=10
         ),
+        rank_viewers=[
+            pb.RankProductsRequest(room_id=room, viewer_id=v, candidate_product_ids=cands, top_k=10)
+            for v in viewers
+        ],
     )
     rank: dict[str, Any] = {}
     result["rank"] = rank
@@ -194,6 +198,7 @@ def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild:
                 cfg["channels"],
                 search=cfg["search"],
                 echo=echo,
+                in_turn_rate=cfg["budget_rate"],
             )
         )
         result["room"] = grpcbench.run(

@@ -7,9 +7,10 @@ time); every window records the CPU of the generator and of the server.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import selectors
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,6 +33,8 @@ class Calls:
     rank: pb.RankProductsRequest
     score: pb.ScoreConversionRequest
     next_product: pb.RecommendNextProductRequest
+    #: ``rank`` for each of a room's viewers, asked in turn (overlay traffic); may be empty.
+    rank_viewers: list[pb.RankProductsRequest] = field(default_factory=list)
 
 
 class Client:
@@ -44,6 +47,12 @@ class Client:
 
     def rank(self, req: pb.RankProductsRequest) -> loadgen.Call:
         return lambda i: self.stubs[i].RankProducts(req, timeout=DEADLINE_S)
+
+    def rank_in_turn(self, reqs: list[pb.RankProductsRequest]) -> loadgen.Call:
+        """Each call asks for the next request of ``reqs`` (cycling): one viewer after
+        another, as a room's overlays refresh, instead of one viewer over and over."""
+        turn = itertools.cycle(reqs)
+        return lambda i: self.stubs[i].RankProducts(next(turn), timeout=DEADLINE_S)
 
     def score(self, req: pb.ScoreConversionRequest) -> loadgen.Call:
         return lambda i: self.stubs[i].ScoreConversion(req, timeout=ROOM_DEADLINE_S)
@@ -97,9 +106,11 @@ async def rank_suite(
     ceiling_ms: float = 10.0,
     search: list[float] | None = None,
     echo: Callable[[str], None] = print,
+    in_turn_rate: float | None = None,
 ) -> dict[str, Any]:
     """RankProducts at fixed rates, the empty-call floor beside it, and the highest rate
-    (of ``search``) whose p99 stays under ``ceiling_ms`` with no errors."""
+    (of ``search``) whose p99 stays under ``ceiling_ms`` with no errors; then, with
+    ``in_turn_rate`` and ``calls.rank_viewers``, that rate over every viewer in turn."""
     client = Client(server.address, channels)
     rank = client.rank(calls.rank)
     try:
@@ -128,9 +139,32 @@ async def rank_suite(
             else:
                 break
         out["max_rate_p99_under_ms"] = {"ceiling_ms": ceiling_ms, "rate": best}
+        if in_turn_rate and calls.rank_viewers:
+            out["viewers_in_turn"] = await _in_turn(
+                server, client, calls.rank_viewers, in_turn_rate, duration_s, echo
+            )
         return out
     finally:
         await client.close()
+
+
+async def _in_turn(
+    server: ServerProcess,
+    client: Client,
+    reqs: list[pb.RankProductsRequest],
+    rate: float,
+    duration_s: float,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """RankProducts for each viewer in turn, after one pass over them all: every viewer's
+    rows and kept parts then stand where a room's overlay traffic keeps them (refreshed
+    every few seconds), while each call touches other objects than the one before."""
+    channels = len(client.stubs)
+    echo(f"  RankProducts at {rate:.0f}/s, {len(reqs):,} viewers in turn ...")
+    await warm(client.rank_in_turn(reqs), len(reqs), channels)
+    out = await measured(server, client.rank_in_turn(reqs), rate, duration_s, channels)
+    out["viewers"] = len(reqs)
+    return out
 
 
 async def room_suite(

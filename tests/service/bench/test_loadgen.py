@@ -87,3 +87,27 @@ def test_bench_coroutines_run_on_a_loop_with_microsecond_timers() -> None:
         return type(loop._selector)  # type: ignore[attr-defined]
 
     assert grpcbench.run(which()) is selectors.SelectSelector
+
+
+def test_rank_in_turn_asks_for_each_viewer_in_turn() -> None:
+    from types import SimpleNamespace
+
+    from service.bench import grpcbench
+    from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
+
+    asked: list[tuple[int, str]] = []
+
+    class Stub:
+        def __init__(self, channel: int) -> None:
+            self.channel = channel
+
+        def RankProducts(self, req: pb.RankProductsRequest, timeout: float) -> str:
+            asked.append((self.channel, req.viewer_id))
+            return req.viewer_id
+
+    reqs = [pb.RankProductsRequest(room_id="r", viewer_id=v) for v in ("a", "b", "c")]
+    client = SimpleNamespace(stubs=[Stub(0), Stub(1)])
+    call = grpcbench.Client.rank_in_turn(client, reqs)  # type: ignore[arg-type]
+    for i in range(7):
+        call(i % 2)
+    assert asked == [(0, "a"), (1, "b"), (0, "c"), (1, "a"), (0, "b"), (1, "c"), (0, "a")]

@@ -65,3 +65,12 @@ def test_machine_speed_measures_both_workloads() -> None:
     speed = machine_speed(repeat=1)
     assert set(speed) == {"python_loop_ms", "numpy_small_us"}
     assert all(v > 0 for v in speed.values())
+
+
+def test_the_viewers_in_turn_run_has_its_row() -> None:
+    r = _result()
+    r["rank"]["1"]["viewers_in_turn"] = {**_run(2.0, 6.0, 1.3, 500), "viewers": 2000}
+    row = _by_name(report.rows(r))["RankProducts(50) 1w @500/s, 2,000 viewers in turn"]
+    assert row.value.startswith("p50 2.00 ms p99 6.00 ms")
+    assert "server CPU per call 1.30 ms" in row.note
+    assert row.verdict == ""  # information beside the budget rows, which stay as they were
