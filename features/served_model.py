@@ -271,10 +271,10 @@ class PathExplainer:
             return np.zeros((0, f))
         picked = (self.leaves(X) + self._leaf_base[None, :]).ravel()
         lens = self._len[picked]
-        ends = np.cumsum(lens)
+        ends = lens.cumsum()  # array methods: numpy's module functions add a wrapper call
         # Positions of every picked leaf's entries, concatenated in (row, tree) order.
-        at = np.arange(int(ends[-1])) + np.repeat(self._start[picked] - (ends - lens), lens)
-        cell = np.repeat(np.repeat(np.arange(n) * f, len(self._trees)), lens) + self._feature[at]
+        at = np.arange(int(ends[-1])) + (self._start[picked] - (ends - lens)).repeat(lens)
+        cell = (np.arange(n) * f).repeat(len(self._trees)).repeat(lens) + self._feature[at]
         return np.bincount(cell, weights=self._value[at], minlength=n * f).reshape(n, f)
 
     def total(self, X: np.ndarray) -> np.ndarray:

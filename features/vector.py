@@ -238,7 +238,7 @@ def local_hour(markets: np.ndarray, now: np.ndarray) -> np.ndarray:
 
 def _times(now: float | np.ndarray, n: int) -> np.ndarray:
     """``now`` as a float64 column of ``n`` (a scalar filled: cheaper than broadcast_to)."""
-    if np.ndim(now) == 0:
+    if not isinstance(now, np.ndarray) or now.ndim == 0:
         return np.full(n, now, dtype=np.float64)
     return np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
 

@@ -329,7 +329,7 @@ def explain_rows(
     if contrib is None or n <= 0:
         return [[] for _ in range(len(X))]
     contrib = _audible(columns, contrib)
-    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :n]
+    order = (-np.abs(contrib)).argsort(axis=1, kind="stable")[:, :n]
     at = np.arange(len(order))[:, None]  # = take_along_axis, without its Python overhead
     weights = contrib[at, order].tolist()
     values = np.asarray(X)[at, order].tolist()

@@ -290,9 +290,16 @@ class Scorer:
     def _viewers_flags(self, rows: Rows, n: int, now: float) -> list[tuple[Flags, int]]:
         """Flags and age (ms) of viewers ``0..n-1``: stale if any of a viewer's rows (or
         the room's) is past its view's TTL, as old as the oldest, cold start without a
-        profile; over arrays of the rows' times (:func:`judge`'s float operations)."""
-        stale, ages = self._viewers_age(rows, n, now)
+        profile; over arrays of the rows' times (:func:`judge`'s float operations). One
+        viewer (RankProducts) goes through :func:`judge` itself: arrays of one cost more."""
         profiles = rows[VIEWER_PROFILE.name]
+        if n == 1:
+            used = [(view, rows[view][0]) for view in VIEWER_VIEWS]
+            used.append((ROOM_STATE.name, rows[ROOM_STATE.name][0]))
+            judged = judge(used, now)
+            judged.flags.cold_start = profiles[0] is None
+            return [(judged.flags, judged.age_ms)]
+        stale, ages = self._viewers_age(rows, n, now)
         return [
             (Flags(cold_start=profiles[i] is None, stale_features=stale[i]), ages[i])
             for i in range(n)
@@ -425,7 +432,7 @@ class Scorer:
             product_at(static, pcols, now),
             EXPOSURE_OVERLAY,
         )
-        p = np.clip(np.asarray(model.predict(X), dtype=np.float64).ravel(), 0.0, 1.0)
+        p = np.asarray(model.predict(X), dtype=np.float64).ravel().clip(0.0, 1.0)
         scores = p.tolist()
         top = sorted(range(n), key=lambda i: (-scores[i], cands[i]))[: q.top_k]
         contrib = model.contributions(X[top]) if self.s.reasons_per_item and top else None

@@ -157,6 +157,7 @@ def test_fast_paths_answer_as_the_one_by_one_definitions(world: World, tmp_path:
     for at in (now, now + 2 * 86400):  # fresh, then stale
         one_by_one = [_viewer_flags(rows, i, at) for i in range(len(viewers))]
         assert scorer._viewers_flags(rows, len(viewers), at) == one_by_one
+        assert scorer._viewers_flags(rows, 1, at) == one_by_one[:1]  # RankProducts' path
     assert any(f.cold_start for f, _ in one_by_one) and all(f.stale_features for f, _ in one_by_one)
     # RankProducts on an event loop (one thread hop) answers as the blocking call does,
     # for candidates seen for the first time and for cached ones.
