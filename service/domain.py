@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Segment(IntEnum):
@@ -41,8 +41,10 @@ class Flags:
         return self.cold_start or self.stale_features or self.missing_features or self.fallback
 
 
-@dataclass(frozen=True, slots=True)
-class Reason:
+class Reason(NamedTuple):
+    """One reason of an answer. Immutable like a frozen dataclass, and made about three
+    times faster (measured 0.65 against 1.9 µs): ScoreConversion makes 600 of them."""
+
     code: str
     args: dict[str, str]
     text: str

@@ -347,7 +347,7 @@ def explain_rows(
 def _reason(feature: str, value: float, weight: float) -> Reason:
     code, args, text = _describe(feature, value)
     # ``args`` is shared by every reason of this value: answers never change it.
-    return Reason(code=code, args=args, text=text, weight=weight)
+    return Reason(code, args, text, weight)
 
 
 @functools.lru_cache(maxsize=1 << 16)
