@@ -269,13 +269,17 @@ class PathExplainer:
         n, f = len(X), self._n_features
         if n == 0:
             return np.zeros((0, f))
-        picked = (self.leaves(X) + self._leaf_base[None, :]).ravel()
-        lens = self._len[picked]
-        ends = lens.cumsum()  # array methods: numpy's module functions add a wrapper call
-        # Positions of every picked leaf's entries, concatenated in (row, tree) order.
-        at = np.arange(int(ends[-1])) + (self._start[picked] - (ends - lens)).repeat(lens)
+        lens, at = self._entries((self.leaves(X) + self._leaf_base[None, :]).ravel())
         cell = (np.arange(n) * f).repeat(len(self._trees)).repeat(lens) + self._feature[at]
         return np.bincount(cell, weights=self._value[at], minlength=n * f).reshape(n, f)
+
+    def _entries(self, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For flat leaf numbers: how many path entries each has, and the positions of
+        all their entries, concatenated in the order of ``leaves`` (array methods:
+        numpy's module functions add a wrapper call each)."""
+        lens = self._len[leaves]
+        ends = lens.cumsum()
+        return lens, np.arange(int(ends[-1])) + (self._start[leaves] - (ends - lens)).repeat(lens)
 
     def total(self, X: np.ndarray) -> np.ndarray:
         """(features,) contributions summed over the rows of ``X``.
@@ -303,12 +307,9 @@ class PathExplainer:
         flat = (cells + self._leaf_base[None, :] + self.leaves(X)).ravel()
         counts = np.bincount(flat, minlength=groups * size)
         reached = np.flatnonzero(counts)
-        leaf = reached % size
-        lens = self._len[leaf]
-        ends = np.cumsum(lens)
-        at = np.arange(int(ends[-1])) + np.repeat(self._start[leaf] - (ends - lens), lens)
-        cell = np.repeat(reached // size * n_features, lens) + self._feature[at]
-        weights = self._value[at] * np.repeat(counts[reached], lens)
+        lens, at = self._entries(reached % size)
+        cell = (reached // size * n_features).repeat(lens) + self._feature[at]
+        weights = self._value[at] * counts[reached].repeat(lens)
         return np.bincount(cell, weights=weights, minlength=groups * n_features).reshape(
             groups, n_features
         )
