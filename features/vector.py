@@ -11,7 +11,7 @@ the same code decides every value the model sees.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -292,6 +292,42 @@ def viewer_static(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return f
 
 
+#: The float columns of :func:`viewer_static`, in the order of its packed row
+#: (:func:`pack_static`); the affinity matrix is read back from the profile's slots.
+_STATIC_FLOATS = (*_DEMOGRAPHICS, "preferred_payment", *_PROFILE, *_BATCH_ANCHORS)
+_STATIC_AFFINITY = slice(
+    len(_DEMOGRAPHICS) + 1 + _AFFINITY.start, len(_DEMOGRAPHICS) + 1 + _AFFINITY.stop
+)
+
+
+def pack_static(static: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`viewer_static` of ``n`` viewers as ``(n, W)`` float64, one row per viewer,
+    and their markets: what a caller keeps per viewer and stacks for any set of viewers
+    with :func:`stack_static`, instead of converting every viewer's batch rows per call."""
+    if not all(a in static for a in _BATCH_ANCHORS):
+        raise ValueError(f"viewer_static without its anchors {_BATCH_ANCHORS}: not packable")
+    matrix = np.array([static[k] for k in _STATIC_FLOATS], dtype=np.float64).T
+    return np.ascontiguousarray(matrix), np.asarray(static["_market"], dtype=object)
+
+
+def stack_static(rows: Sequence[np.ndarray], markets: Sequence[str]) -> dict[str, np.ndarray]:
+    """:func:`viewer_static` of the viewers whose :func:`pack_static` rows these are, in
+    this order: the same arrays, bit for bit (a test checks it)."""
+    n = len(rows)
+    by_column = np.ascontiguousarray(
+        np.array(rows, dtype=np.float64).reshape(n, len(_STATIC_FLOATS)).T
+    )
+    f: dict[str, np.ndarray] = dict(zip(_STATIC_FLOATS, by_column, strict=True))
+    market = np.empty(n, dtype=object)
+    market[:] = markets
+    f["_market"] = market
+    f["_affinity"] = by_column[_STATIC_AFFINITY].T
+    # viewer_static's order: the anchors last.
+    for a in _BATCH_ANCHORS:
+        f[a] = f.pop(a)
+    return f
+
+
 def viewer_at(
     static: Mapping[str, np.ndarray], cols: Mapping[str, Any], now: float | np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -441,6 +477,18 @@ def assemble(
     if "category" in spec.columns:
         p = product_block(cols, now)
         f = {**f, **p, **cross_block(f, p, exposure_kind, grid=False)}
+    return _matrix(spec, f)
+
+
+def assemble_viewers(spec: ModelSpec, block: Mapping[str, np.ndarray]) -> np.ndarray:
+    """:func:`assemble` of a viewer-only spec from the viewers' :func:`viewer_block`, which
+    the caller built (e.g. :func:`viewer_at` over kept :func:`viewer_static` parts)."""
+    if "category" in spec.columns:
+        raise ValueError(f"{spec.name} has product columns: assemble it from rows")
+    return _matrix(spec, block)
+
+
+def _matrix(spec: ModelSpec, f: Mapping[str, np.ndarray]) -> np.ndarray:
     # np.array(...).T: the same matrix as np.column_stack, built 3-5x faster.
     return np.ascontiguousarray(np.array([f[c] for c in spec.columns]).T, dtype=np.float32)
 

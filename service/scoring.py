@@ -15,7 +15,7 @@ import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -32,12 +32,13 @@ from features.vector import (
     EXPOSURE_OVERLAY,
     EXPOSURE_STAGE,
     NEXT_PRODUCT,
-    assemble,
     assemble_grid,
+    assemble_viewers,
+    pack_static,
     product_at,
     product_static,
+    stack_static,
     viewer_at,
-    viewer_block,
     viewer_static,
 )
 from service.domain import (
@@ -160,10 +161,6 @@ class _KeptWhileSame(Generic[K, V]):
                 self._entries.popitem(last=False)
         return value
 
-    def kept(self, key: K) -> V | None:
-        hit = self._entries.get(key)
-        return None if hit is None else hit[1]
-
 
 def _read_only(*blocks: Cols) -> None:
     for block in blocks:
@@ -200,30 +197,109 @@ class ProductColumns:
         return self._kept.get(cands, [*stats, *live], build)
 
 
+class _Kept(NamedTuple):
+    """What :class:`ViewerStatic` keeps of one viewer."""
+
+    demographics: Row | None
+    profile: Row | None
+    row: np.ndarray  # packed (features.vector.pack_static)
+    market: str
+    cols: Cols | None  # its columns, once asked for one viewer alone
+
+
 class ViewerStatic:
-    """A viewer's batch columns (demographics, profile) as
-    :func:`features.vector.viewer_static` builds them, reused while the two rows stay the
-    same objects: the store's cache hands out the same batch rows for ``viewer_cache_s``,
-    so a viewer ranked again (an overlay refresh) pays only for the live part. Cached
-    arrays are read-only.
+    """Viewers' batch part (:func:`features.vector.viewer_static` of demographics and
+    profile), kept per viewer while its two rows stay the same objects: the store's cache
+    (and the room memory) hand out the same batch rows until they refresh, so a viewer
+    scored again pays only for the live part.
+
+    Each viewer is kept as one packed row (:func:`features.vector.pack_static`); a call
+    about many viewers (ScoreConversion, RecommendNextProduct) stacks theirs, converting
+    only the rows not kept. One viewer (RankProducts) also keeps its columns as arrays.
+    Bounded LRU, safe from several threads; kept arrays are read-only.
     """
 
-    def __init__(self, size: int = 4096) -> None:
-        self._kept: _KeptWhileSame[str, Cols] = _KeptWhileSame(size)
+    def __init__(self, size: int = 100_000) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, _Kept] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def get(self, viewer_id: str, demographics: Row | None, profile: Row | None) -> Cols:
-        def build() -> Cols:
-            cols = view_columns(VIEWER_DEMOGRAPHICS.name, [demographics])
-            cols.update(view_columns(VIEWER_PROFILE.name, [profile]))
-            static = viewer_static(cols)
-            _read_only(static)
-            return static
+    def get(
+        self,
+        viewer_ids: Sequence[str],
+        demographics: Sequence[Row | None],
+        profiles: Sequence[Row | None],
+    ) -> Cols:
+        """The static columns of ``viewer_ids`` (equal to :func:`viewer_static` of their
+        rows' columns), from kept rows where the viewer's rows are the same objects."""
+        n = len(viewer_ids)
+        if n == 1:
+            return self._one(viewer_ids[0], demographics[0], profiles[0])
+        rows: list[Any] = [None] * n
+        markets: list[str] = [""] * n
+        with self._lock:
+            entries = self._entries
+            for i, (v, demo, prof) in enumerate(
+                zip(viewer_ids, demographics, profiles, strict=True)
+            ):
+                hit = entries.get(v)
+                if hit is not None and hit.demographics is demo and hit.profile is prof:
+                    entries.move_to_end(v)
+                    rows[i] = hit.row
+                    markets[i] = hit.market
+        missed = [i for i in range(n) if rows[i] is None]
+        if missed:
+            demos = [demographics[i] for i in missed]
+            profs = [profiles[i] for i in missed]
+            packed, packed_markets = pack_static(_static(demos, profs))
+            packed.flags.writeable = False
+            for k, i in enumerate(missed):
+                rows[i], markets[i] = packed[k], packed_markets[k]
+            self._keep(
+                [
+                    (viewer_ids[i], _Kept(demos[k], profs[k], rows[i], markets[i], None))
+                    for k, i in enumerate(missed)
+                ]
+            )
+        return stack_static(rows, markets)
 
-        return self._kept.get(viewer_id, [demographics, profile], build)
+    def _one(self, viewer_id: str, demographics: Row | None, profile: Row | None) -> Cols:
+        """One viewer's static columns: kept as arrays too (RankProducts asks for one)."""
+        with self._lock:
+            hit = self._entries.get(viewer_id)
+            if hit is not None and hit.demographics is demographics and hit.profile is profile:
+                self._entries.move_to_end(viewer_id)
+                if hit.cols is not None:
+                    return hit.cols
+                static = stack_static([hit.row], [hit.market])
+                _read_only(static)
+                self._entries[viewer_id] = hit._replace(cols=static)
+                return static
+        static = _static([demographics], [profile])
+        _read_only(static)
+        rows, markets = pack_static(static)
+        rows.flags.writeable = False
+        self._keep([(viewer_id, _Kept(demographics, profile, rows[0], markets[0], static))])
+        return static
+
+    def _keep(self, kept: list[tuple[str, _Kept]]) -> None:
+        with self._lock:
+            for v, entry in kept:
+                self._entries[v] = entry
+                self._entries.move_to_end(v)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
 
     def kept(self, viewer_id: str) -> Cols | None:
-        """What is kept for ``viewer_id`` (tests)."""
-        return self._kept.kept(viewer_id)
+        """The columns kept for ``viewer_id``, as :meth:`get` hands them out (tests)."""
+        hit = self._entries.get(viewer_id)
+        return None if hit is None else hit.cols
+
+
+def _static(demographics: list[Row | None], profiles: list[Row | None]) -> Cols:
+    cols = view_columns(VIEWER_DEMOGRAPHICS.name, demographics)
+    cols.update(view_columns(VIEWER_PROFILE.name, profiles))
+    return viewer_static(cols)
 
 
 def _without_held(request: Request, live: ViewerRows | None) -> list[int]:
@@ -266,7 +342,7 @@ class Scorer:
         self.features = features
         self.models = models
         self._product_cols = ProductColumns()
-        self._viewer_static = ViewerStatic()
+        self._viewer_static = ViewerStatic(settings.viewer_cache_size)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -322,14 +398,17 @@ class Scorer:
         )
         return stale, ages
 
-    def _viewer_cols(self, rows: Rows, n_rows: int, views: Sequence[str] = VIEWER_VIEWS) -> Cols:
-        cols: Cols = {}
-        for view in views:
-            cols.update(view_columns(view, rows[view]))
+    def _viewers_block(self, viewers: Sequence[str], rows: Rows, now: float) -> Cols:
+        """:func:`features.vector.viewer_block` of ``viewers``, their batch parts kept."""
+        n = len(viewers)
+        static = self._viewer_static.get(
+            viewers, rows[VIEWER_DEMOGRAPHICS.name], rows[VIEWER_PROFILE.name]
+        )
+        cols = view_columns(VIEWER_LIVE.name, rows[VIEWER_LIVE.name])
         # The room's row, converted once and repeated for every viewer.
         room = view_columns(ROOM_STATE.name, rows[ROOM_STATE.name][:1])
-        cols.update(room if n_rows == 1 else {c: np.repeat(v, n_rows) for c, v in room.items()})
-        return cols
+        cols.update(room if n == 1 else {c: np.repeat(v, n) for c, v in room.items()})
+        return viewer_at(static, cols, now)
 
     # -- ScoreConversion ---------------------------------------------------------------
 
@@ -344,7 +423,7 @@ class Scorer:
         rows = self._viewer_rows(viewers, q.room_id, deadline, live)
         if rows is None or model is None:
             return self._conversion_fallback(q, model, missing=rows is None)
-        X = assemble(CONVERSION, self._viewer_cols(rows, len(viewers)), now)
+        X = assemble_viewers(CONVERSION, self._viewers_block(viewers, rows, now))
         p = np.clip(np.asarray(model.predict(X), dtype=np.float64).ravel(), 0.0, 1.0)
         contrib = model.contributions(X) if self.s.reasons_per_item else None
         reasons = explain_rows(CONVERSION.columns, X, contrib, self.s.reasons_per_item)
@@ -428,7 +507,7 @@ class Scorer:
         pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
         X = assemble_grid(
             NEXT_PRODUCT,
-            self._viewer_block(q.viewer_id, rows, now),
+            self._viewers_block([q.viewer_id], rows, now),
             product_at(static, pcols, now),
             EXPOSURE_OVERLAY,
         )
@@ -452,13 +531,6 @@ class Scorer:
         if not items:
             items = [(viewer_flags, viewer_age)]
         return RankAnswer(products, self._meta(NEXT_PRODUCT_MODEL, model, items))
-
-    def _viewer_block(self, viewer_id: str, rows: Rows, now: float) -> Cols:
-        """:func:`features.vector.viewer_block` of one viewer, its batch part kept."""
-        static = self._viewer_static.get(
-            viewer_id, rows[VIEWER_DEMOGRAPHICS.name][0], rows[VIEWER_PROFILE.name][0]
-        )
-        return viewer_at(static, self._viewer_cols(rows, 1, (VIEWER_LIVE.name,)), now)
 
     def _popularity(
         self, cands: list[str], top_k: int, model: LoadedModel | None, missing: bool
@@ -526,7 +598,7 @@ class Scorer:
         pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
         X = assemble_grid(
             NEXT_PRODUCT,
-            viewer_block(self._viewer_cols(rows, nv), now),
+            self._viewers_block(viewers, rows, now),
             product_at(static, pcols, now),
             EXPOSURE_STAGE,
         )

@@ -14,7 +14,10 @@ from features.vector import (
     NEXT_PRODUCT,
     assemble,
     assemble_grid,
+    assemble_viewers,
+    pack_static,
     product_block,
+    stack_static,
     viewer_at,
     viewer_block,
     viewer_static,
@@ -80,3 +83,33 @@ def test_the_viewer_block_splits_into_its_batch_part_and_the_rest(tiny_world: Pa
         np.testing.assert_array_equal(split[name], whole[name], err_msg=name)
     # The profile's time features came from the batch part.
     assert np.isfinite(split["tenure_days"]).any()
+
+
+def test_packed_batch_parts_stack_into_viewer_static_for_any_viewers(tiny_world: Path) -> None:
+    """Serving keeps each viewer's batch part as one packed row and stacks any set of
+    viewers' rows: the same arrays as viewer_static of those viewers' columns, bit for bit,
+    whichever calls packed them; and a conversion matrix from that block is assemble's."""
+    vcols, _, now = _room_frames(tiny_world)
+    cols = {c: vcols[c].to_numpy() for c in vcols.columns}
+    n = len(vcols)
+    assert n >= 4
+    half = n // 2
+    first = pack_static(viewer_static({c: v[:half] for c, v in cols.items()}))
+    second = pack_static(viewer_static({c: v[half:] for c, v in cols.items()}))
+    rows = [*first[0], *second[0]]
+    markets = [*first[1], *second[1]]
+    order = np.random.default_rng(3).permutation(n)
+    stacked = stack_static([rows[i] for i in order], [markets[i] for i in order])
+    want = viewer_static({c: v[order] for c, v in cols.items()})
+    assert list(stacked) == list(want)
+    for name in want:
+        assert stacked[name].dtype == want[name].dtype, name
+        np.testing.assert_array_equal(stacked[name], want[name], err_msg=name)
+    # Something varied: missing values and several markets came through.
+    assert len(set(markets)) > 1
+    assert any(np.isnan(v).any() for v in stacked.values() if v.dtype == np.float64)
+    block = viewer_at(stacked, {c: v[order] for c, v in cols.items()}, now)
+    np.testing.assert_array_equal(
+        assemble_viewers(CONVERSION, block),
+        assemble(CONVERSION, {c: v[order] for c, v in cols.items()}, now),
+    )

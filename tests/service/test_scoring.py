@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from features.tables import BY_NAME
-from features.vector import CONVERSION, NEXT_PRODUCT
+from features.vector import CONVERSION, NEXT_PRODUCT, viewer_static
 from service import reasons as reasons_module
 from service.domain import Deadline, Flags, RankProductsQuery, Reason, ScoreConversionQuery, Segment
 from service.feast_reader import FeastReader, Row
@@ -350,5 +350,49 @@ def test_a_viewers_batch_part_is_kept_while_its_rows_are_the_same(
     assert rows is not None and rows["viewer_profile"][0] is not None
     changed = dict(rows["viewer_profile"][0], cat_aff_fashion=0.987654)
     rows["viewer_profile"] = [changed]
-    block = scorer._viewer_block(viewer, rows, now)
+    block = scorer._viewers_block([viewer], rows, now)
     assert block["cat_aff_fashion"][0] == 0.987654
+
+
+def test_many_viewers_batch_parts_are_kept_and_stacked_as_viewer_static(
+    world: World, tmp_path: Path
+) -> None:
+    """ScoreConversion and RecommendNextProduct stack the viewers' kept batch parts: the
+    same columns as viewer_static of all their rows, converting only viewers not kept
+    (or whose rows changed); and the answers are those of a scorer that kept nothing."""
+    now = time.time()
+    scorer = _scorer(world, tmp_path)
+    scorer.features.clock = lambda: now
+    viewers = [*world.present[:8], "v-nobody"]
+    rows = scorer.features.fetch(
+        scorer.features.viewer_request(viewers, world.room), Deadline.after(5)
+    )
+    assert rows is not None
+    demo, prof = rows["viewer_demographics"], rows["viewer_profile"]
+    cols = view_columns("viewer_demographics", demo)
+    cols.update(view_columns("viewer_profile", prof))
+    want = viewer_static(cols)
+    kept = scorer._viewer_static
+
+    def same(got: dict[str, np.ndarray], part: slice = slice(None)) -> None:
+        assert list(got) == list(want)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name][part], err_msg=name)
+
+    same(kept.get(viewers[3:], demo[3:], prof[3:]), slice(3, None))  # some kept first
+    before = dict(kept._entries)
+    same(kept.get(viewers, demo, prof))  # the first three converted, the rest stacked
+    assert all(kept._entries[v].row is before[v].row for v in viewers[3:])
+    # One viewer (RankProducts) from a row kept by a many-viewer call: the same columns.
+    same(kept.get(viewers[4:5], demo[4:5], prof[4:5]), slice(4, 5))
+    # A changed profile row is never answered from the kept part.
+    assert prof[0] is not None
+    changed = [dict(prof[0], cat_aff_fashion=0.987654), *prof[1:]]
+    assert kept.get(viewers, demo, changed)["cat_aff_fashion"][0] == 0.987654
+    # Whole answers: the same as from a scorer that has kept nothing.
+    query = ScoreConversionQuery(world.room, tuple(viewers))
+    warm = scorer.score_conversion(query, Deadline.after(5))
+    cold = _scorer(world, tmp_path)
+    cold.features.clock = lambda: now
+    assert warm == cold.score_conversion(query, Deadline.after(5))
+    assert sum(s.flags.cold_start for s in warm.scores) >= 1
