@@ -124,15 +124,18 @@ class ServiceSettings(FeatureSettings):
         description=(
             "Once serving, move everything loaded at start-up (models, Feast registry, "
             "caches, the rebuilt live state) out of the cyclic garbage collector's reach "
-            "(gc.freeze) and collect the young generation less often (gc_young_threshold): "
-            "a full collection over the start-up heap paused a call by ~0.5 s."
+            "(gc.freeze): a full collection over the start-up heap paused a call by ~0.5 s."
         ),
     )
     gc_young_threshold: int = Field(
-        default=20_000,
+        default=700,
         gt=0,
-        description="Allocations between young-generation collections when gc_freeze is on "
-        "(Python's default is 700).",
+        description=(
+            "Allocations between young-generation collections when gc_freeze is on "
+            "(Python's default, 700). Each collection frees the cycles gRPC leaves per call "
+            "(5 objects): at 20,000 one collection paused the loop 2.5-4.5 ms every second "
+            "at 500 calls/s, at 700 about 0.05 ms."
+        ),
     )
     inline_local_reads: bool = Field(
         default=True,

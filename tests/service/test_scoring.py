@@ -396,3 +396,32 @@ def test_many_viewers_batch_parts_are_kept_and_stacked_as_viewer_static(
     cold.features.clock = lambda: now
     assert warm == cold.score_conversion(query, Deadline.after(5))
     assert sum(s.flags.cold_start for s in warm.scores) >= 1
+
+
+def test_scoring_calls_leave_no_reference_cycles(world: World, tmp_path: Path) -> None:
+    """The serving process collects its young objects rarely and freezes what lives long
+    (service.server.settle_heap): the calls themselves must free everything they make by
+    reference counting, or each collection would pause every call in flight."""
+    import gc
+
+    scorer = _scorer(world, tmp_path)
+    viewers = tuple(world.present[:20])
+    rank = RankProductsQuery(world.room, viewers[0], tuple(world.products[:30]), top_k=5)
+    score = ScoreConversionQuery(world.room, viewers)
+
+    def calls() -> None:
+        scorer.rank_products(rank, Deadline.after(5))
+        scorer.score_conversion(score, Deadline.after(5))
+
+    calls()  # caches filled, lazy state built
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(5):
+            calls()
+        gc.collect()
+        garbage = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert garbage == [], Counter(garbage).most_common(10)
