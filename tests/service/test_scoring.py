@@ -33,6 +33,19 @@ def _scorer(world: World, tmp: Path, clock_shift_s: float = 0.0) -> Scorer:
     return Scorer(settings, features, models)
 
 
+def _scorer_and_rows(
+    world: World, tmp: Path, viewers: list[str], now: float
+) -> tuple[Scorer, Rows]:
+    """A scorer whose clock stands at ``now``, and the rows it reads for ``viewers``."""
+    scorer = _scorer(world, tmp)
+    scorer.features.clock = lambda: now
+    rows = scorer.features.fetch(
+        scorer.features.viewer_request(viewers, world.room), Deadline.after(5)
+    )
+    assert rows is not None
+    return scorer, rows
+
+
 def test_fresh_rows_are_not_stale_and_old_ones_are_flagged(world: World, tmp_path: Path) -> None:
     query = ScoreConversionQuery(world.room, tuple(world.present[:5]))
     fresh = _scorer(world, tmp_path).score_conversion(query, Deadline.after(5))
@@ -142,13 +155,8 @@ def _viewer_flags(rows: Rows, i: int, now: float) -> tuple[Flags, int]:
 
 def test_fast_paths_answer_as_the_one_by_one_definitions(world: World, tmp_path: Path) -> None:
     now = time.time()
-    scorer = _scorer(world, tmp_path)
-    scorer.features.clock = lambda: now
     viewers = [*world.present[:6], "v-nobody"]
-    rows = scorer.features.fetch(
-        scorer.features.viewer_request(viewers, world.room), Deadline.after(5)
-    )
-    assert rows is not None
+    scorer, rows = _scorer_and_rows(world, tmp_path, viewers, now)
     for view in VIEWER_VIEWS:
         got, want = view_columns(view, rows[view]), _columns_one_by_one(view, rows[view])
         assert list(got) == list(want)
@@ -361,13 +369,8 @@ def test_many_viewers_batch_parts_are_kept_and_stacked_as_viewer_static(
     same columns as viewer_static of all their rows, converting only viewers not kept
     (or whose rows changed); and the answers are those of a scorer that kept nothing."""
     now = time.time()
-    scorer = _scorer(world, tmp_path)
-    scorer.features.clock = lambda: now
     viewers = [*world.present[:8], "v-nobody"]
-    rows = scorer.features.fetch(
-        scorer.features.viewer_request(viewers, world.room), Deadline.after(5)
-    )
-    assert rows is not None
+    scorer, rows = _scorer_and_rows(world, tmp_path, viewers, now)
     demo, prof = rows["viewer_demographics"], rows["viewer_profile"]
     cols = view_columns("viewer_demographics", demo)
     cols.update(view_columns("viewer_profile", prof))
