@@ -131,13 +131,22 @@ def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild:
     from service.bench import grpcbench, ingest, textbook, training
     from service.bench.calibrate import machine_speed
     from service.bench.serverproc import NotImplementedYet, ServerProcess
-    from service.bench.world import Workload, ensure_champions, ensure_world, room_products
+    from service.bench.world import (
+        Workload,
+        ensure_champions,
+        ensure_world,
+        forget_played,
+        room_products,
+    )
     from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 
     echo = typer.echo
     result["machine"] = {"start": machine_speed()}
     echo(f"[1/6] bench world ({cfg['size']}) and champions")
     world = ensure_world(cfg["size"], rebuild=rebuild, echo=echo)
+    forgotten = forget_played(world)
+    if forgotten:
+        echo(f"  removed {forgotten} event files that earlier runs played in")
     result["champions"] = ensure_champions(world, echo=echo)
     result["world"] = {
         "size": world.size,

@@ -27,6 +27,17 @@ from features import schema
 log = logging.getLogger(__name__)
 
 
+def segment_files(directory: Path) -> list[Path]:
+    """The segments of the write-ahead log in ``directory``, oldest first."""
+    return sorted(Path(directory).glob("seg-*.arrow"))
+
+
+def compacted_files(events_root: Path) -> list[Path]:
+    """The event-log files that compaction wrote (live events: ``seg-<n>-<i>.parquet``),
+    as opposed to those of a batch-built log."""
+    return sorted(Path(events_root).rglob("seg-*.parquet"))
+
+
 class WalLocked(RuntimeError):
     """Another live process owns this write-ahead log (one writer per log)."""
 
@@ -152,7 +163,7 @@ class WriteAheadLog:
 
     # -- reading ----------------------------------------------------------------------
     def segments(self) -> list[Path]:
-        return sorted(self.directory.glob("seg-*.arrow"))
+        return segment_files(self.directory)
 
     def sealed(self) -> list[Path]:
         return [p for p in self.segments() if int(p.stem.split("-")[1]) < self._seq]
