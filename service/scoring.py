@@ -161,6 +161,10 @@ class _KeptWhileSame(Generic[K, V]):
                 self._entries.popitem(last=False)
         return value
 
+    def kept(self, key: K) -> V | None:
+        hit = self._entries.get(key)
+        return None if hit is None else hit[1]
+
 
 def _read_only(*blocks: Cols) -> None:
     for block in blocks:
@@ -198,28 +202,30 @@ class ProductColumns:
 
 
 class _Kept(NamedTuple):
-    """What :class:`ViewerStatic` keeps of one viewer."""
+    """What :class:`ViewerStatic` keeps of one viewer for calls about many."""
 
     demographics: Row | None
     profile: Row | None
     row: np.ndarray  # packed (features.vector.pack_static)
     market: str
-    cols: Cols | None  # its columns, once asked for one viewer alone
 
 
 class ViewerStatic:
     """Viewers' batch part (:func:`features.vector.viewer_static` of demographics and
     profile), kept per viewer while its two rows stay the same objects: the store's cache
     (and the room memory) hand out the same batch rows until they refresh, so a viewer
-    scored again pays only for the live part.
+    scored again pays only for the live part. Kept arrays are read-only; safe from
+    several threads.
 
-    Each viewer is kept as one packed row (:func:`features.vector.pack_static`); a call
-    about many viewers (ScoreConversion, RecommendNextProduct) stacks theirs, converting
-    only the rows not kept. One viewer (RankProducts) also keeps its columns as arrays.
-    Bounded LRU, safe from several threads; kept arrays are read-only.
+    A call about one viewer (RankProducts, an overlay refresh) finds its columns as they
+    are (a bounded LRU of ``one_size``: about 5 KB a viewer). Calls about many viewers
+    (ScoreConversion, RecommendNextProduct) find each viewer as one packed row
+    (:func:`features.vector.pack_static`, about 0.4 KB; an LRU of ``size``), stack them and
+    convert only the viewers not kept.
     """
 
-    def __init__(self, size: int = 100_000) -> None:
+    def __init__(self, size: int = 100_000, one_size: int = 4096) -> None:
+        self._one: _KeptWhileSame[str, Cols] = _KeptWhileSame(one_size)
         self._size = size
         self._entries: OrderedDict[str, _Kept] = OrderedDict()
         self._lock = threading.Lock()
@@ -231,10 +237,17 @@ class ViewerStatic:
         profiles: Sequence[Row | None],
     ) -> Cols:
         """The static columns of ``viewer_ids`` (equal to :func:`viewer_static` of their
-        rows' columns), from kept rows where the viewer's rows are the same objects."""
+        rows' columns), from kept parts where the viewer's rows are the same objects."""
         n = len(viewer_ids)
         if n == 1:
-            return self._one(viewer_ids[0], demographics[0], profiles[0])
+            demo, prof = demographics[0], profiles[0]
+
+            def build() -> Cols:
+                static = _static([demo], [prof])
+                _read_only(static)
+                return static
+
+            return self._one.get(viewer_ids[0], [demo, prof], build)
         rows: list[Any] = [None] * n
         markets: list[str] = [""] * n
         with self._lock:
@@ -255,45 +268,22 @@ class ViewerStatic:
             packed.flags.writeable = False
             for k, i in enumerate(missed):
                 rows[i], markets[i] = packed[k], packed_markets[k]
-            self._keep(
-                [
-                    (viewer_ids[i], _Kept(demos[k], profs[k], rows[i], markets[i], None))
-                    for k, i in enumerate(missed)
-                ]
-            )
+            with self._lock:
+                for k, i in enumerate(missed):
+                    entries[viewer_ids[i]] = _Kept(demos[k], profs[k], rows[i], markets[i])
+                    entries.move_to_end(viewer_ids[i])
+                while len(entries) > self._size:
+                    entries.popitem(last=False)
         return stack_static(rows, markets)
 
-    def _one(self, viewer_id: str, demographics: Row | None, profile: Row | None) -> Cols:
-        """One viewer's static columns: kept as arrays too (RankProducts asks for one)."""
-        with self._lock:
-            hit = self._entries.get(viewer_id)
-            if hit is not None and hit.demographics is demographics and hit.profile is profile:
-                self._entries.move_to_end(viewer_id)
-                if hit.cols is not None:
-                    return hit.cols
-                static = stack_static([hit.row], [hit.market])
-                _read_only(static)
-                self._entries[viewer_id] = hit._replace(cols=static)
-                return static
-        static = _static([demographics], [profile])
-        _read_only(static)
-        rows, markets = pack_static(static)
-        rows.flags.writeable = False
-        self._keep([(viewer_id, _Kept(demographics, profile, rows[0], markets[0], static))])
-        return static
-
-    def _keep(self, kept: list[tuple[str, _Kept]]) -> None:
-        with self._lock:
-            for v, entry in kept:
-                self._entries[v] = entry
-                self._entries.move_to_end(v)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
     def kept(self, viewer_id: str) -> Cols | None:
-        """The columns kept for ``viewer_id``, as :meth:`get` hands them out (tests)."""
+        """The columns kept for ``viewer_id`` alone (tests)."""
+        return self._one.kept(viewer_id)
+
+    def packed(self, viewer_id: str) -> np.ndarray | None:
+        """The packed row kept for ``viewer_id`` (tests)."""
         hit = self._entries.get(viewer_id)
-        return None if hit is None else hit.cols
+        return None if hit is None else hit.row
 
 
 def _static(demographics: list[Row | None], profiles: list[Row | None]) -> Cols:

@@ -383,11 +383,13 @@ def test_many_viewers_batch_parts_are_kept_and_stacked_as_viewer_static(
             np.testing.assert_array_equal(got[name], want[name][part], err_msg=name)
 
     same(kept.get(viewers[3:], demo[3:], prof[3:]), slice(3, None))  # some kept first
-    before = dict(kept._entries)
+    before = {v: kept.packed(v) for v in viewers}
+    assert all(before[v] is None for v in viewers[:3])
     same(kept.get(viewers, demo, prof))  # the first three converted, the rest stacked
-    assert all(kept._entries[v].row is before[v].row for v in viewers[3:])
-    # One viewer (RankProducts) from a row kept by a many-viewer call: the same columns.
+    assert all(kept.packed(v) is before[v] for v in viewers[3:])
+    # One viewer (RankProducts) keeps its columns as they are: the same columns.
     same(kept.get(viewers[4:5], demo[4:5], prof[4:5]), slice(4, 5))
+    assert kept.kept(viewers[4]) is not None
     # A changed profile row is never answered from the kept part.
     assert prof[0] is not None
     changed = [dict(prof[0], cat_aff_fashion=0.987654), *prof[1:]]
