@@ -15,7 +15,7 @@ import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -154,12 +154,42 @@ class _KeptWhileSame(Generic[K, V]):
                 self._entries.move_to_end(key)
                 return hit[1]
         value = build()
+        self._keep([(key, rows, value)])
+        return value
+
+    def get_many(
+        self,
+        keys: Sequence[K],
+        rows: Sequence[list[Row | None]],
+        build: Callable[[list[int]], list[V]],
+    ) -> list[V]:
+        """:meth:`get` of each key under one lock: ``build(missed)`` makes the values of
+        the positions not kept (or whose rows changed) in one go."""
+        out: list[Any] = [None] * len(keys)
+        missed: list[int] = []
         with self._lock:
-            self._entries[key] = (rows, value)
-            self._entries.move_to_end(key)
+            entries = self._entries
+            for i, (key, r) in enumerate(zip(keys, rows, strict=True)):
+                hit = entries.get(key)
+                if hit is not None and _same(hit[0], r):
+                    entries.move_to_end(key)
+                    out[i] = hit[1]
+                else:
+                    missed.append(i)
+        if missed:
+            values = build(missed)
+            for i, value in zip(missed, values, strict=True):
+                out[i] = value
+            self._keep([(keys[i], rows[i], out[i]) for i in missed])
+        return out
+
+    def _keep(self, items: list[tuple[K, list[Row | None], V]]) -> None:
+        with self._lock:
+            for key, rows, value in items:
+                self._entries[key] = (rows, value)
+                self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
-        return value
 
     def kept(self, key: K) -> V | None:
         hit = self._entries.get(key)
@@ -201,15 +231,6 @@ class ProductColumns:
         return self._kept.get(cands, [*stats, *live], build)
 
 
-class _Kept(NamedTuple):
-    """What :class:`ViewerStatic` keeps of one viewer for calls about many."""
-
-    demographics: Row | None
-    profile: Row | None
-    row: np.ndarray  # packed (features.vector.pack_static)
-    market: str
-
-
 class ViewerStatic:
     """Viewers' batch part (:func:`features.vector.viewer_static` of demographics and
     profile), kept per viewer while its two rows stay the same objects: the store's cache
@@ -226,9 +247,7 @@ class ViewerStatic:
 
     def __init__(self, size: int = 100_000, one_size: int = 4096) -> None:
         self._one: _KeptWhileSame[str, Cols] = _KeptWhileSame(one_size)
-        self._size = size
-        self._entries: OrderedDict[str, _Kept] = OrderedDict()
-        self._lock = threading.Lock()
+        self._many: _KeptWhileSame[str, tuple[np.ndarray, str]] = _KeptWhileSame(size)
 
     def get(
         self,
@@ -238,43 +257,26 @@ class ViewerStatic:
     ) -> Cols:
         """The static columns of ``viewer_ids`` (equal to :func:`viewer_static` of their
         rows' columns), from kept parts where the viewer's rows are the same objects."""
-        n = len(viewer_ids)
-        if n == 1:
+        if len(viewer_ids) == 1:
             demo, prof = demographics[0], profiles[0]
 
-            def build() -> Cols:
+            def build_one() -> Cols:
                 static = _static([demo], [prof])
                 _read_only(static)
                 return static
 
-            return self._one.get(viewer_ids[0], [demo, prof], build)
-        rows: list[Any] = [None] * n
-        markets: list[str] = [""] * n
-        with self._lock:
-            entries = self._entries
-            for i, (v, demo, prof) in enumerate(
-                zip(viewer_ids, demographics, profiles, strict=True)
-            ):
-                hit = entries.get(v)
-                if hit is not None and hit.demographics is demo and hit.profile is prof:
-                    entries.move_to_end(v)
-                    rows[i] = hit.row
-                    markets[i] = hit.market
-        missed = [i for i in range(n) if rows[i] is None]
-        if missed:
-            demos = [demographics[i] for i in missed]
-            profs = [profiles[i] for i in missed]
-            packed, packed_markets = pack_static(_static(demos, profs))
+            return self._one.get(viewer_ids[0], [demo, prof], build_one)
+
+        def build(missed: list[int]) -> list[tuple[np.ndarray, str]]:
+            packed, markets = pack_static(
+                _static([demographics[i] for i in missed], [profiles[i] for i in missed])
+            )
             packed.flags.writeable = False
-            for k, i in enumerate(missed):
-                rows[i], markets[i] = packed[k], packed_markets[k]
-            with self._lock:
-                for k, i in enumerate(missed):
-                    entries[viewer_ids[i]] = _Kept(demos[k], profs[k], rows[i], markets[i])
-                    entries.move_to_end(viewer_ids[i])
-                while len(entries) > self._size:
-                    entries.popitem(last=False)
-        return stack_static(rows, markets)
+            return list(zip(packed, markets, strict=True))
+
+        pairs = [[d, p] for d, p in zip(demographics, profiles, strict=True)]
+        kept = self._many.get_many(viewer_ids, pairs, build)
+        return stack_static([row for row, _ in kept], [market for _, market in kept])
 
     def kept(self, viewer_id: str) -> Cols | None:
         """The columns kept for ``viewer_id`` alone (tests)."""
@@ -282,8 +284,8 @@ class ViewerStatic:
 
     def packed(self, viewer_id: str) -> np.ndarray | None:
         """The packed row kept for ``viewer_id`` (tests)."""
-        hit = self._entries.get(viewer_id)
-        return None if hit is None else hit.row
+        hit = self._many.kept(viewer_id)
+        return None if hit is None else hit[0]
 
 
 def _static(demographics: list[Row | None], profiles: list[Row | None]) -> Cols:
