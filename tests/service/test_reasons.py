@@ -1,0 +1,66 @@
+"""The formatted-reason cache of :mod:`service.reasons`: what it keeps, and what it costs
+the cyclic garbage collector (scoring's other reason tests are in ``test_scoring``)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from features.vector import CONVERSION
+from service import reasons
+from service.reasons import explain_rows
+
+
+def _rows(columns: Sequence[str], values: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    n = len(next(iter(values.values())))
+    X = np.zeros((n, len(columns)), dtype=np.float32)
+    contrib = np.zeros((n, len(columns)))
+    for k, (feature, vs) in enumerate(values.items()):
+        X[:, columns.index(feature)] = vs
+        contrib[:, columns.index(feature)] = 1.0 - 0.1 * k
+    return X, contrib
+
+
+@pytest.fixture
+def empty_cache() -> None:
+    reasons._DESCRIBED.clear()
+    reasons._ARGS.clear()
+
+
+def test_missing_values_are_described_without_growing_the_cache(empty_cache: None) -> None:
+    columns = CONVERSION.columns
+    # NaN never equals itself: a cache keyed by it would add an entry on every call.
+    X, contrib = _rows(columns, {"since_click_min": [np.nan] * 50, "carts": [1.0] * 50})
+    for _ in range(3):
+        got = explain_rows(columns, X, contrib, 2)
+    assert len(reasons._DESCRIBED) == 1  # carts = 1, once
+    assert [r.code for r in got[0]] == ["NO_CLICK_YET", "ADDED_TO_CART"]
+    assert got[0][0].args == {} and got[0][1].args == {"count": "1"}
+
+
+def test_kept_descriptions_are_not_tracked_by_the_garbage_collector(empty_cache: None) -> None:
+    columns = CONVERSION.columns
+    X, contrib = _rows(
+        columns,
+        {"avg_dwell_min": [float(i) + 0.5 for i in range(200)], "carts": [2.0] * 200},
+    )
+    first = explain_rows(columns, X, contrib, 2)
+    gc.collect()
+    assert len(reasons._DESCRIBED) == len(reasons._ARGS) == 201
+    kept = [*reasons._DESCRIBED.items(), *reasons._ARGS.items()]
+    assert [k for k, v in kept if gc.is_tracked(k) or gc.is_tracked(v)] == []
+    assert explain_rows(columns, X, contrib, 2) == first  # and answered from them
+
+
+def test_the_cache_forgets_the_oldest_beyond_its_size(
+    empty_cache: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reasons, "DESCRIBED_MAX", 8)
+    columns = CONVERSION.columns
+    X, contrib = _rows(columns, {"avg_dwell_min": [float(i) for i in range(20)]})
+    explain_rows(columns, X, contrib, 1)
+    assert [v for _, v in reasons._DESCRIBED] == [float(i) for i in range(12, 20)]
+    assert reasons._ARGS.keys() == reasons._DESCRIBED.keys()
