@@ -83,8 +83,12 @@ def serve(
         raise typer.Exit(supervise(settings, ready_file))
     if role == "worker" and settings.aggregator_address is None:
         raise typer.BadParameter("--role worker needs --aggregator ADDRESS")
-    app = build_app(settings, live=role != "worker")
-    from service.server import serve as run
+    from service.heap import collector_paused
+
+    with collector_paused(settings.gc_freeze):  # the server settles its heap once ready
+        from service.server import serve as run
+
+        app = build_app(settings, live=role != "worker")
 
     asyncio.run(run(app, ready_file, address=bind))
 

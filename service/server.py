@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from service.feast_reader import OnlineReader
 from service.features_online import Clock, OnlineFeatures
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 from service.generated.livecommerce.v1 import live_recommender_pb2_grpc as pb_grpc
+from service.heap import collector_paused, settle_heap
 from service.ingest.aggregator import Aggregator
 from service.ingest.live import AggregatorLink
 from service.ingest.rooms import RoomMemory
@@ -158,18 +158,20 @@ class App:
 
     async def _get_ready_and_poll(self) -> None:
         """Load, warm, go SERVING; then poll the registry every ``model_poll_s``."""
-        await asyncio.to_thread(self._guarded, self.models.start)
-        if self.aggregator is not None:
-            # Duplicate window and live aggregates rebuilt from the event log and the WAL
-            # before any event is accepted.
-            while True:
-                try:
-                    await self.aggregator.start()
-                    break
-                except WalLocked as exc:  # e.g. the previous process is still compacting
-                    log.warning("%s; retrying", exc)
-                    await asyncio.sleep(0.5)
-            self.servicer.live_ready = True
+        with collector_paused(self.s.gc_freeze):
+            await asyncio.to_thread(self._guarded, self.models.start)
+            if self.aggregator is not None:
+                # Duplicate window and live aggregates rebuilt from the event log and the
+                # WAL before any event is accepted.
+                while True:
+                    try:
+                        await self.aggregator.start()
+                        break
+                    except WalLocked as exc:  # e.g. the previous process is still compacting
+                        log.warning("%s; retrying", exc)
+                        await asyncio.sleep(0.5)
+                self.servicer.live_ready = True
+            await asyncio.to_thread(self._guarded, self._prepare_features)
         while True:
             if not self._features_ok:
                 await asyncio.to_thread(self._guarded, self._prepare_features)
@@ -226,25 +228,6 @@ class App:
         self.servicer.close()
         self.features.close()
         self.metrics.close()
-
-
-def settle_heap(young_threshold: int) -> None:
-    """Collect once, then freeze what survives (start-up state) out of the cyclic
-    collector's scans, and collect the young generation every ``young_threshold``
-    allocations. Frozen objects are still freed by reference counting when dropped.
-
-    A young collection's pause grows with the garbage it frees: gRPC's server leaves a
-    small reference cycle per call, and the scoring calls leave none (a test checks it),
-    so frequent young collections keep each pause short."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(young_threshold, older, oldest)
-    log.info(
-        "heap settled: %d objects frozen, young threshold %d",
-        gc.get_freeze_count(),
-        young_threshold,
-    )
 
 
 def write_ready_file(path: Path, app: App) -> None:

@@ -405,7 +405,7 @@ def test_many_viewers_batch_parts_are_kept_and_stacked_as_viewer_static(
 
 def test_scoring_calls_leave_no_reference_cycles(world: World, tmp_path: Path) -> None:
     """The serving process collects its young objects rarely and freezes what lives long
-    (service.server.settle_heap): the calls themselves must free everything they make by
+    (service.heap.settle_heap): the calls themselves must free everything they make by
     reference counting, or each collection would pause every call in flight."""
     import gc
 
