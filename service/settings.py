@@ -122,9 +122,11 @@ class ServiceSettings(FeatureSettings):
     gc_freeze: bool = Field(
         default=True,
         description=(
-            "Once serving, move everything loaded at start-up (models, Feast registry, "
-            "caches, the rebuilt live state) out of the cyclic garbage collector's reach "
-            "(gc.freeze): a full collection over the start-up heap paused a call by ~0.5 s."
+            "No automatic cyclic garbage collections while starting (each walked all that "
+            "start-up had built: 2.3 s of a 17-22 s start); once serving, collect once and "
+            "move everything loaded (models, Feast registry, caches, the rebuilt live "
+            "state) out of the collector's reach (gc.freeze): a full collection over the "
+            "start-up heap paused a call by ~0.5 s. See service.heap."
         ),
     )
     gc_young_threshold: int = Field(

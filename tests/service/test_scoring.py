@@ -404,9 +404,10 @@ def test_many_viewers_batch_parts_are_kept_and_stacked_as_viewer_static(
 
 
 def test_scoring_calls_leave_no_reference_cycles(world: World, tmp_path: Path) -> None:
-    """The serving process collects its young objects rarely and freezes what lives long
+    """The serving process freezes what lives long and collects its young objects often
     (service.heap.settle_heap): the calls themselves must free everything they make by
-    reference counting, or each collection would pause every call in flight."""
+    reference counting, or each collection would free their garbage too and pause every
+    call in flight for longer."""
     import gc
 
     scorer = _scorer(world, tmp_path)
