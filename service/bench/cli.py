@@ -128,7 +128,7 @@ def bench(
 
 
 def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild: bool) -> None:
-    from service.bench import grpcbench, ingest, textbook, training
+    from service.bench import grpcbench, ingest, procstat, textbook, training
     from service.bench.calibrate import machine_speed
     from service.bench.serverproc import NotImplementedYet, ServerProcess
     from service.bench.world import (
@@ -141,6 +141,7 @@ def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild:
     from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 
     echo = typer.echo
+    times = procstat.machine_times()
     result["machine"] = {"start": machine_speed()}
     echo(f"[1/6] bench world ({cfg['size']}) and champions")
     world = ensure_world(cfg["size"], rebuild=rebuild, echo=echo)
@@ -270,6 +271,7 @@ def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild:
     ).as_dict()
     result["training"] = training.per_million_rows(world, cfg["train_rows"])
     result["machine"]["end"] = machine_speed()
+    result["machine"]["stolen_share"] = round((procstat.machine_times() - times).stolen_share, 4)
 
 
 def _setup(

@@ -62,13 +62,37 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(p) for p in tree(pid))
 
 
-def machine_busy_seconds() -> tuple[float, float]:
-    """(busy CPU seconds, total CPU seconds) of the whole machine since boot."""
+@dataclass(frozen=True)
+class MachineTimes:
+    """CPU seconds of the whole machine since boot, all cores summed (``/proc/stat``).
+
+    ``steal``: time a virtual CPU was ready to run but the hypervisor ran another guest
+    instead. It is part of ``busy``: on a shared host it is the other tenants' share,
+    which slows this machine's work without showing in any process's CPU time.
+    """
+
+    busy: float
+    total: float
+    steal: float
+
+    def __sub__(self, other: MachineTimes) -> MachineTimes:
+        return MachineTimes(
+            self.busy - other.busy, self.total - other.total, self.steal - other.steal
+        )
+
+    @property
+    def stolen_share(self) -> float:
+        """Of all the CPU time (of every core), the share the hypervisor took."""
+        return self.steal / self.total if self.total > 0 else 0.0
+
+
+def machine_times() -> MachineTimes:
+    """The machine's :class:`MachineTimes` now."""
     parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    vals = [int(x) for x in parts[:8]]
+    vals = [int(x) for x in parts[:8]]  # user nice system idle iowait irq softirq steal
     idle = vals[3] + vals[4]  # idle + iowait
     total = sum(vals)
-    return (total - idle) / _TICK, total / _TICK
+    return MachineTimes((total - idle) / _TICK, total / _TICK, vals[7] / _TICK)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -93,6 +117,8 @@ class CpuWindow:
     server_cpu_s: float
     machine_busy_s: float
     cores: int
+    #: Of ``machine_busy_s``, what the hypervisor took for other guests.
+    stolen_s: float = 0.0
 
     @property
     def client_cores(self) -> float:
@@ -103,16 +129,24 @@ class CpuWindow:
         return self.server_cpu_s / self.wall_s if self.wall_s else 0.0
 
     @property
+    def stolen_cores(self) -> float:
+        """Cores' worth of time the hypervisor gave other guests while ours waited."""
+        return self.stolen_s / self.wall_s if self.wall_s else 0.0
+
+    @property
     def other_cores(self) -> float:
+        """Cores used by this machine's other processes."""
         if not self.wall_s:
             return 0.0
-        return max(0.0, self.machine_busy_s / self.wall_s - self.client_cores - self.server_cores)
+        busy = self.machine_busy_s / self.wall_s
+        return max(0.0, busy - self.client_cores - self.server_cores - self.stolen_cores)
 
     @property
     def shared_core(self) -> bool:
-        """True when the CPUs were (nearly) saturated: generator, server and the other
-        tenants of the machine needed about every core, so they took turns on them."""
-        used = self.client_cores + self.server_cores + self.other_cores
+        """True when the CPUs were (nearly) saturated: generator, server, the machine's
+        other processes and the host's other guests (steal) needed about every core, so
+        they took turns on them."""
+        used = self.client_cores + self.server_cores + self.other_cores + self.stolen_cores
         return used >= 0.9 * self.cores
 
     def as_dict(self) -> dict[str, float | int | bool]:
@@ -121,6 +155,7 @@ class CpuWindow:
             "client_cores": round(self.client_cores, 3),
             "server_cores": round(self.server_cores, 3),
             "other_cores": round(self.other_cores, 3),
+            "stolen_cores": round(self.stolen_cores, 3),
             "cores": self.cores,
             "shared_core": self.shared_core,
         }
@@ -133,10 +168,10 @@ class CpuMeter:
         self.server_pid = server_pid
         self.window: CpuWindow | None = None
 
-    def _sample(self) -> tuple[float, float, float, float]:
+    def _sample(self) -> tuple[float, float, float, float, float]:
         server = tree_cpu_seconds(self.server_pid) if self.server_pid else 0.0
-        busy, _ = machine_busy_seconds()
-        return time.perf_counter(), cpu_seconds(os.getpid()), server, busy
+        m = machine_times()
+        return time.perf_counter(), cpu_seconds(os.getpid()), server, m.busy, m.steal
 
     def __enter__(self) -> CpuMeter:
         self._start = self._sample()
@@ -145,4 +180,4 @@ class CpuMeter:
     def __exit__(self, *exc: object) -> None:
         end = self._sample()
         d = [b - a for a, b in zip(self._start, end, strict=True)]
-        self.window = CpuWindow(d[0], d[1], d[2], d[3], cores())
+        self.window = CpuWindow(d[0], d[1], d[2], d[3], cores(), stolen_s=d[4])

@@ -60,8 +60,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     f"p50 {_ms(lat['p50_ms'])} p99 {_ms(lat['p99_ms'])}{p999} "
                     f"(n={lat['n']}, err={sum(m['errors'].values())})",
                     note=f"cores: gen {cpu['client_cores']:.2f} srv {cpu['server_cores']:.2f} "
-                    f"other {cpu['other_cores']:.2f}; shared core: "
-                    f"{'yes' if cpu['shared_core'] else 'no'}",
+                    f"other {cpu['other_cores']:.2f} stolen {cpu.get('stolen_cores', 0.0):.2f}; "
+                    f"shared core: {'yes' if cpu['shared_core'] else 'no'}",
                 )
             )
         for rate, m in sorted(suite["floor"].items(), key=lambda kv: float(kv[0])):
@@ -278,7 +278,13 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     if m
                 ),
                 note="at the start -> at the end of the run; compare runs with it "
-                "(service/bench/calibrate.py)",
+                "(service/bench/calibrate.py)"
+                + (
+                    f"; the hypervisor took {speed['stolen_share']:.0%} of all CPU time "
+                    "during the run (steal)"
+                    if speed.get("stolen_share") is not None
+                    else ""
+                ),
             )
         )
     if r.get("error"):

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.bench import loadgen
+from service.bench import loadgen, procstat
 from service.bench.procstat import CpuWindow
 
 
@@ -73,6 +73,23 @@ def test_a_saturated_machine_means_the_generator_and_server_shared_a_core() -> N
     assert not CpuWindow(10, 3, 4, 8, cores=2).shared_core
     busy = CpuWindow(10, 3, 4, 18, cores=2)  # others used 1.1 cores meanwhile
     assert busy.other_cores == pytest.approx(1.1) and busy.shared_core
+
+
+def test_time_the_hypervisor_took_is_told_apart_from_other_processes() -> None:
+    """Steal is part of the machine's busy time: it is not another process's use."""
+    w = CpuWindow(10, 3, 4, 18, cores=2, stolen_s=6)
+    assert w.stolen_cores == pytest.approx(0.6) and w.other_cores == pytest.approx(0.5)
+    assert w.shared_core and w.as_dict()["stolen_cores"] == pytest.approx(0.6)
+    assert not CpuWindow(10, 3, 4, 8, cores=2, stolen_s=1).shared_core
+
+
+def test_machine_times_read_steal_from_proc_stat() -> None:
+    a = procstat.machine_times()
+    b = procstat.machine_times()
+    d = b - a
+    assert 0.0 <= b.steal <= b.busy <= b.total and d.total >= 0.0
+    assert 0.0 <= b.stolen_share <= 1.0
+    assert procstat.MachineTimes(5, 10, 2).stolen_share == pytest.approx(0.2)
 
 
 def test_bench_coroutines_run_on_a_loop_with_microsecond_timers() -> None:

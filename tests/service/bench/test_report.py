@@ -61,6 +61,15 @@ def test_machine_speed_is_reported_from_start_to_end() -> None:
     )
 
 
+def test_the_hypervisors_share_of_the_run_is_reported_beside_the_speed() -> None:
+    r = _result()
+    row = _by_name(report.rows(r))["machine speed (calibration, lower is faster)"]
+    assert "steal" not in row.note  # runs from before it was measured
+    r["machine"]["stolen_share"] = 0.23
+    row = _by_name(report.rows(r))["machine speed (calibration, lower is faster)"]
+    assert "the hypervisor took 23% of all CPU time during the run (steal)" in row.note
+
+
 def test_machine_speed_measures_both_workloads() -> None:
     speed = machine_speed(repeat=1)
     assert set(speed) == {"python_loop_ms", "numpy_small_us"}
