@@ -243,16 +243,20 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 f"background ingest {ing.get('freshness_background_rate', 0):,.0f} ev/s",
             )
         )
-    c = ing.get("combined")
-    if c:
+    for key, workers in (("combined", "1 worker"), ("combined_2_workers", "2 workers")):
+        c = ing.get(key)
+        if not c:
+            continue
         lat = c["rank"]["latency"]
+        cpu = c["rank"]["cpu"]
         out.append(
             Row(
-                "ingest + RankProducts together (no verdict)",
+                f"ingest + RankProducts together, {workers} (no verdict)",
                 f"rank p50 {_ms(lat['p50_ms'])} p99 {_ms(lat['p99_ms'])} "
                 f"@{c['rank']['rate']:.0f}/s; "
                 f"ingest {c['ingest'].get('events_per_s', 0):,.0f} ev/s",
-                note=f"shared core: {'yes' if c['rank']['cpu']['shared_core'] else 'no'}",
+                note=f"cores: server {cpu['server_cores']:.2f}; "
+                f"shared core: {'yes' if cpu['shared_core'] else 'no'}",
             )
         )
     if r.get("server_peak_rss_mb"):

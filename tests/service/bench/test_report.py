@@ -83,3 +83,22 @@ def test_the_viewers_in_turn_run_has_its_row() -> None:
     assert row.value.startswith("p50 2.00 ms p99 6.00 ms")
     assert "server CPU per call 1.30 ms" in row.note
     assert row.verdict == ""  # information beside the budget rows, which stay as they were
+
+
+def test_ingestion_and_scoring_together_have_a_row_per_deployment() -> None:
+    r = _result()
+    r["ingest"] = {
+        "combined": {"rank": _run(950.0, 1900.0, 1.5, 500), "ingest": {"events_per_s": 9000}},
+        "combined_2_workers": {
+            "rank": _run(3.0, 12.0, 1.6, 500),
+            "ingest": {"events_per_s": 9800},
+        },
+    }
+    rows = _by_name(report.rows(r))
+    one = rows["ingest + RankProducts together, 1 worker (no verdict)"]
+    two = rows["ingest + RankProducts together, 2 workers (no verdict)"]
+    assert one.value == "rank p50 950 ms p99 1900 ms @500/s; ingest 9,000 ev/s"
+    assert two.value == "rank p50 3.00 ms p99 12.00 ms @500/s; ingest 9,800 ev/s"
+    assert "server 0.50" in two.note
+    del r["ingest"]["combined_2_workers"]  # a run whose second server failed
+    assert "ingest + RankProducts together, 2 workers (no verdict)" not in _by_name(report.rows(r))
