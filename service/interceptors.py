@@ -88,7 +88,7 @@ class Guard:
     ) -> Any:
         m = self.metrics
         if limited and self.in_flight >= self.max_concurrency:
-            m.requests.labels(method, "RESOURCE_EXHAUSTED").inc()
+            m.answered(method, "RESOURCE_EXHAUSTED")
             exc = Overloaded(f"over {self.max_concurrency} calls in flight; back off and retry")
             await context.abort(exc.code, exc.message)
         self.in_flight += limited
@@ -106,5 +106,4 @@ class Guard:
         finally:
             self.in_flight -= limited
             self.open_calls -= 1
-            m.requests.labels(method, code.name).inc()
-            m.latency.labels(method).observe(time.perf_counter() - start)
+            m.answered(method, code.name, time.perf_counter() - start)

@@ -12,6 +12,7 @@ importing ``feast.metrics`` sets ``PROMETHEUS_MULTIPROC_DIR`` for its own use.
 from __future__ import annotations
 
 import threading
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -60,11 +61,31 @@ class Metrics:
         self._versions: dict[str, str] = {}
         self._lock = threading.Lock()
         self._http: WSGIServer | None = None
+        # Children of the per-call metrics, by label values: ``labels()`` (a lock and a
+        # key built from its arguments) cost more than the update itself.
+        self._answered: dict[tuple[str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
+        self._flagged: dict[tuple[str, str], Any] = {}
+
+    def answered(self, method: str, code: str, seconds: float | None = None) -> None:
+        """Count one answered call of ``method`` with status ``code``; time it if given."""
+        counter = self._answered.get((method, code))
+        if counter is None:
+            counter = self._answered[method, code] = self.requests.labels(method, code)
+        counter.inc()
+        if seconds is not None:
+            timer = self._timed.get(method)
+            if timer is None:
+                timer = self._timed[method] = self.latency.labels(method)
+            timer.observe(seconds)
 
     def flags(self, method: str, f: Flags) -> None:
         for name in ("cold_start", "stale_features", "missing_features", "fallback"):
             if getattr(f, name):
-                self.degraded.labels(method, name).inc()
+                counter = self._flagged.get((method, name))
+                if counter is None:
+                    counter = self._flagged[method, name] = self.degraded.labels(method, name)
+                counter.inc()
 
     def served(self, model: str, version: str) -> None:
         with self._lock:
