@@ -246,7 +246,11 @@ def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild:
             # Where --workers N is for: events to the aggregator process, scoring in the
             # workers, so neither waits on the other's event loop.
             echo("  ingestion + RankProducts together, two workers ...")
-            ing["combined_2_workers"] = _combined(world, load, server2, calls, cfg, path)
+            try:
+                ing["combined_2_workers"] = _combined(world, load, server2, calls, cfg, path)
+            except Exception as exc:  # keeps the two-worker figures measured above
+                log.exception("ingestion + RankProducts on two workers failed")
+                ing["combined_2_workers_failed"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             result["server_peak_rss_mb_2_workers"] = server2.peak_rss_mb()
     except NotImplementedYet:
         rank["2"] = "n/a (not implemented)"

@@ -245,6 +245,9 @@ def rows(r: dict[str, Any]) -> list[Row]:
         )
     for key, workers in (("combined", "1 worker"), ("combined_2_workers", "2 workers")):
         c = ing.get(key)
+        failed = ing.get(f"{key}_failed")
+        if failed:
+            out.append(Row(f"ingest + RankProducts together, {workers}", f"n/a (failed: {failed})"))
         if not c:
             continue
         lat = c["rank"]["latency"]

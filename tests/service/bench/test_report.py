@@ -101,4 +101,8 @@ def test_ingestion_and_scoring_together_have_a_row_per_deployment() -> None:
     assert two.value == "rank p50 3.00 ms p99 12.00 ms @500/s; ingest 9,800 ev/s"
     assert "server 0.50" in two.note
     del r["ingest"]["combined_2_workers"]  # a run whose second server failed
-    assert "ingest + RankProducts together, 2 workers (no verdict)" not in _by_name(report.rows(r))
+    r["ingest"]["combined_2_workers_failed"] = "TimeoutError: no answer"
+    rows = _by_name(report.rows(r))
+    assert "ingest + RankProducts together, 2 workers (no verdict)" not in rows
+    failed = rows["ingest + RankProducts together, 2 workers"]
+    assert failed.value == "n/a (failed: TimeoutError: no answer)"
