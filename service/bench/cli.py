@@ -35,6 +35,7 @@ def _config(smoke: bool, size: str | None) -> dict[str, Any]:
             "size": size or "tiny",
             "rates": [100, 500],
             "search": [],
+            "refine": 1,
             "budget_rate": 500,
             "duration_s": 2.0,
             "channels": 4,
@@ -62,6 +63,7 @@ def _config(smoke: bool, size: str | None) -> dict[str, Any]:
         "size": size or "default",
         "rates": [100, 500, 1000],
         "search": [1500, 2000, 3000, 4000],
+        "refine": 3,
         "budget_rate": 500,
         "duration_s": 10.0,
         "channels": 4,
@@ -209,6 +211,7 @@ def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild:
                 search=cfg["search"],
                 echo=echo,
                 in_turn_rate=cfg["budget_rate"],
+                refine=cfg["refine"],
             )
         )
         result["room"] = grpcbench.run(
@@ -240,7 +243,13 @@ def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild:
             grpcbench.run(_open(world, big, path, server2.address, work / "open2", 0))
             rank["2"] = grpcbench.run(
                 grpcbench.rank_suite(
-                    server2, calls, cfg["rates"], cfg["duration_s"], cfg["channels"], echo=echo
+                    server2,
+                    calls,
+                    cfg["rates"],
+                    cfg["duration_s"],
+                    cfg["channels"],
+                    echo=echo,
+                    refine=cfg["refine"],
                 )
             )
             # Where --workers N is for: events to the aggregator process, scoring in the

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
 
-from service.bench import loadgen, procstat
+from service.bench import grpcbench, loadgen, procstat
 from service.bench.procstat import CpuWindow
 
 
@@ -128,3 +129,37 @@ def test_rank_in_turn_asks_for_each_viewer_in_turn() -> None:
     for i in range(7):
         call(i % 2)
     assert asked == [(0, "a"), (1, "b"), (0, "c"), (1, "a"), (0, "b"), (1, "c"), (0, "a")]
+
+
+def _machine(limit: float) -> tuple[Any, list[float]]:
+    """A fake ``at(rate)``: p99 under 10 ms up to ``limit`` calls/s, a queue beyond."""
+    tried: list[float] = []
+
+    async def at(rate: float) -> dict[str, Any]:
+        tried.append(rate)
+        ok = rate <= limit
+        return {"latency": {"p99_ms": 5.0 if ok else 900.0}, "errors": {} if ok else {"X": 1}}
+
+    return at, tried
+
+
+def _highest(limit: float, refine: int, search: list[float] | None = None) -> tuple[Any, Any]:
+    at, tried = _machine(limit)
+    best = asyncio.run(
+        grpcbench.highest_rate_under(at, [100, 500, 1000], search or [1500, 2000], 10.0, refine)
+    )
+    return best, tried
+
+
+def test_the_highest_rate_counts_the_fixed_rates_and_searches_up_only_past_them() -> None:
+    assert _highest(1700, refine=3) == (1500, [100, 500, 1000, 1500, 2000])
+    # A fixed rate that keeps up is the answer even with no search above it.
+    assert _highest(700, refine=0) == (500, [100, 500, 1000])
+
+
+def test_a_slow_day_halves_between_the_last_rate_kept_up_and_the_first_not() -> None:
+    best, tried = _highest(320, refine=3)
+    assert tried == [100, 500, 300, 400, 350] and best == 300
+    best, tried = _highest(50, refine=2)  # not even the lowest fixed rate
+    assert tried == [100, 50, 80] and best == 50
+    assert _highest(50, refine=0) == (None, [100])
