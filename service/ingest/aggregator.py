@@ -169,20 +169,33 @@ class Aggregator:
         if accepted:
             for e in accepted:
                 self.dedupe.add(e["event_id"], e["event_time"], now)
+            # Once handed to the log, the batch is seen through even if the caller goes
+            # away meanwhile (its deadline, a cancel): made durable and applied, so that
+            # a resend counts as duplicates. Unshielded, a cancel left the events in the
+            # duplicate window, and possibly in the log, but never in live state.
+            commit = asyncio.ensure_future(self._commit(accepted, result))
             try:
-                await asyncio.wrap_future(self.wal.append(_batch(accepted)))
-            except Exception as exc:
-                for e in accepted:  # not durable, so not accepted: let the client resend
-                    self.dedupe.discard(e["event_id"])
-                raise Unavailable("write-ahead log unavailable; nothing was accepted") from exc
-            for e in accepted:
-                if e["event_time"] < self.watermark - self.limits.out_of_order_s:
-                    result.late += 1
-                self._apply(e)
-            result.accepted = len(accepted)
-            if self.pending_rows() >= self.limits.flush_max_rows:
-                self._flush_now.set()
+                await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                commit.add_done_callback(_log_if_abandoned)
+                raise
         return result
+
+    async def _commit(self, accepted: list[dict[str, Any]], result: IngestResult) -> None:
+        """Make ``accepted`` durable, then apply it; on a log failure, accept none of it."""
+        try:
+            await asyncio.wrap_future(self.wal.append(_batch(accepted)))
+        except Exception as exc:
+            for e in accepted:  # not durable, so not accepted: let the client resend
+                self.dedupe.discard(e["event_id"])
+            raise Unavailable("write-ahead log unavailable; nothing was accepted") from exc
+        for e in accepted:
+            if e["event_time"] < self.watermark - self.limits.out_of_order_s:
+                result.late += 1
+            self._apply(e)
+        result.accepted = len(accepted)
+        if self.pending_rows() >= self.limits.flush_max_rows:
+            self._flush_now.set()
 
     def _problem(self, e: dict[str, Any], now: float) -> str | None:
         problem = schema.event_problem(e)
@@ -334,3 +347,9 @@ def _batch(events: Sequence[dict[str, Any]]) -> pa.RecordBatch:
         for f in schema.EVENTS
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema.EVENTS)
+
+
+def _log_if_abandoned(task: asyncio.Future[None]) -> None:
+    """How a commit whose caller was cancelled ended, if it failed: nobody else will read it."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a batch whose caller went away was not accepted: %s", task.exception())

@@ -95,7 +95,10 @@ class WriteAheadLog:
 
     # -- writing ----------------------------------------------------------------------
     def append(self, batch: pa.RecordBatch) -> Future[None]:
-        """Queue a batch (raw-event schema); the future resolves once it is fsynced."""
+        """Queue a batch (raw-event schema); the future resolves once it is fsynced.
+
+        Cancelling the future before the writer picks the batch up withdraws it (it is
+        not written); after that, cancelling fails and the batch is made durable."""
         fut: Future[None] = Future()
         self._queue.put((batch, fut))
         return fut
@@ -115,6 +118,13 @@ class WriteAheadLog:
                     self._queue.put(None)
                     break
                 pending.append(nxt)
+            # A batch whose caller cancelled it before it was picked up is not written;
+            # from here on the others can no longer be cancelled, only resolved (setting
+            # the result of a cancelled future would raise and end this thread, and every
+            # later append would wait forever).
+            pending = [(b, fut) for b, fut in pending if fut.set_running_or_notify_cancel()]
+            if not pending:
+                continue
             try:
                 with self._lock:
                     assert self._writer is not None and self._sink is not None

@@ -315,3 +315,37 @@ def test_the_planned_end_is_checked_applied_and_survives_a_restart(tmp_path: Pat
 
     run(first())
     run(restart())
+
+
+def test_a_caller_that_goes_away_mid_write_still_has_its_batch_applied_once(
+    tmp_path: Path,
+) -> None:
+    """A PublishEvents whose deadline expires while its batch is in the log's fsync: the
+    batch is durable, so it is applied too, and the client's resend counts as duplicates.
+    Before, the cancel left the events in the duplicate window but never in live state
+    (and ended the log's writer thread, so every later batch waited forever)."""
+
+    async def go() -> None:
+        agg = _agg(tmp_path)
+        await agg.start()
+        with agg.wal._lock:  # hold the writer inside its group commit
+            call = asyncio.ensure_future(agg.ingest([_ev(1, "join"), _ev(2, "like")]))
+            for _ in range(1000):
+                await asyncio.sleep(0.001)
+                if agg.wal._queue.empty():
+                    break
+            call.cancel()  # the client's deadline
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        for _ in range(2000):  # the shielded commit finishes on the loop
+            if ("v1", "r1") in agg.fold.viewers and agg.fold.viewers[("v1", "r1")].likes:
+                break
+            await asyncio.sleep(0.001)
+        assert agg.fold.viewers[("v1", "r1")].likes == 1
+        again = await agg.ingest([_ev(1, "join"), _ev(2, "like"), _ev(3, "like")])
+        assert (again.accepted, again.duplicates) == (1, 2)
+        assert agg.fold.viewers[("v1", "r1")].likes == 2
+        await agg.stop()
+        assert sorted(schema.read_events(tmp_path)["event_id"].to_pylist()) == ["e1", "e2", "e3"]
+
+    run(go())
