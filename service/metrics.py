@@ -61,31 +61,26 @@ class Metrics:
         self._versions: dict[str, str] = {}
         self._lock = threading.Lock()
         self._http: WSGIServer | None = None
-        # Children of the per-call metrics, by label values: ``labels()`` (a lock and a
-        # key built from its arguments) cost more than the update itself.
-        self._answered: dict[tuple[str, str], Any] = {}
-        self._timed: dict[str, Any] = {}
-        self._flagged: dict[tuple[str, str], Any] = {}
+        # Children of the per-call metrics, by metric and label values: ``labels()`` (a
+        # lock and a key built from its arguments) cost more than the update itself.
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        child = self._children.get((metric, labels))
+        if child is None:
+            child = self._children[metric, labels] = metric.labels(*labels)
+        return child
 
     def answered(self, method: str, code: str, seconds: float | None = None) -> None:
         """Count one answered call of ``method`` with status ``code``; time it if given."""
-        counter = self._answered.get((method, code))
-        if counter is None:
-            counter = self._answered[method, code] = self.requests.labels(method, code)
-        counter.inc()
+        self._child(self.requests, method, code).inc()
         if seconds is not None:
-            timer = self._timed.get(method)
-            if timer is None:
-                timer = self._timed[method] = self.latency.labels(method)
-            timer.observe(seconds)
+            self._child(self.latency, method).observe(seconds)
 
     def flags(self, method: str, f: Flags) -> None:
         for name in ("cold_start", "stale_features", "missing_features", "fallback"):
             if getattr(f, name):
-                counter = self._flagged.get((method, name))
-                if counter is None:
-                    counter = self._flagged[method, name] = self.degraded.labels(method, name)
-                counter.inc()
+                self._child(self.degraded, method, name).inc()
 
     def served(self, model: str, version: str) -> None:
         with self._lock:

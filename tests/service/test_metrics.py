@@ -31,8 +31,9 @@ def test_answered_calls_are_counted_and_timed_per_method_and_code() -> None:
     assert _value(m, "liverec_request_seconds_bucket", method="MetricsTestRank", le="0.002") == 1.0
     assert _value(m, "liverec_request_seconds_count", method="MetricsTestScore") == 1.0
     # The kept children are the registry's own: labels() hands back the same objects.
-    assert m._answered["MetricsTestRank", "OK"] is m.requests.labels("MetricsTestRank", "OK")
-    assert m._timed["MetricsTestRank"] is m.latency.labels("MetricsTestRank")
+    kept = m._children
+    assert kept[m.requests, ("MetricsTestRank", "OK")] is m.requests.labels("MetricsTestRank", "OK")
+    assert kept[m.latency, ("MetricsTestRank",)] is m.latency.labels("MetricsTestRank")
 
 
 def test_degraded_answers_are_counted_per_flag() -> None:
