@@ -124,9 +124,10 @@ def rows(r: dict[str, Any]) -> list[Row]:
                         f"floor p50 {_ms(floor['latency']['p50_ms'])}",
                     )
                 )
-            # CPU per call where the server keeps up (lowest rate): past saturation the
+            # CPU per call where the server keeps up (the lowest fixed rate, where the floor
+            # was measured too; not a lower rate the search tried): past saturation the
             # failed calls' work is divided by the few that succeeded.
-            low = min(suite["rates"], key=float)
+            low = min(suite["floor"], key=float)
             cpu = suite["rates"][low]["server_cpu_ms_per_call"]
             out.append(
                 Row(

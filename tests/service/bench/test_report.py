@@ -54,6 +54,17 @@ def test_budget_verdicts_and_the_cpu_floor() -> None:
     assert "RankProducts over the floor: 0.800 ms" in floor.note
 
 
+def test_a_search_below_the_fixed_rates_does_not_move_the_cpu_verdict() -> None:
+    """On a slow day the rate search tries rates below the lowest fixed one; CPU per call
+    is still judged at the lowest fixed rate, beside the floor measured there."""
+    r = _result()
+    r["rank"]["1"]["rates"]["50"] = _run(5.0, 12.0, 2.9, 50)
+    rows = _by_name(report.rows(r))
+    cpu = rows["server CPU per RankProducts call"]
+    assert cpu.value.startswith("1.400 ms") and "measured @100/s" in cpu.note
+    assert rows["server CPU per empty call (floor)"].value == "0.600 ms"
+
+
 def test_machine_speed_is_reported_from_start_to_end() -> None:
     row = _by_name(report.rows(_result()))["machine speed (calibration, lower is faster)"]
     assert row.value == (
