@@ -226,6 +226,8 @@ class PathExplainer:
         #: (trees, leaves, features): every leaf's whole vector, for sums by leaf counts.
         self.table = np.zeros((len(trees), width, n_features), dtype=np.float64)
         self.bias = 0.0
+        #: How many splits of the whole model test each feature.
+        self.splits = np.zeros(n_features, dtype=np.int64)
         for t, tree in enumerate(trees):
             root = tree["tree_structure"]
             self.bias += _node_value(root)
@@ -235,6 +237,7 @@ class PathExplainer:
                 if "leaf_index" in node or "split_feature" not in node:
                     self.table[t, int(node.get("leaf_index", 0))] = acc
                     continue
+                self.splits[int(node["split_feature"])] += 1
                 value = _node_value(node)
                 for side in ("left_child", "right_child"):
                     child = node[side]

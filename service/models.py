@@ -20,8 +20,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,6 +66,9 @@ class LoadedModel:
     version: str
     model: ScoringModel
     spec: ModelSpec
+    _most_split: dict[tuple[tuple[str, ...], int], list[str]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.model.predict(X)
@@ -81,6 +84,24 @@ class LoadedModel:
         if explainer is None:
             return None
         return np.asarray(explainer().contributions(X), dtype=np.float64)
+
+    def most_split(self, columns: Sequence[str], k: int) -> list[str]:
+        """Of ``columns``, the ``k`` the trees split on most (most first, ties in column order;
+        only columns split on at all); ``[]`` without an explainer that counts splits."""
+        explainer = getattr(self.model, "explainer", None)
+        if explainer is None:
+            return []
+        key = (tuple(columns), k)
+        found = self._most_split.get(key)
+        if found is None:
+            splits = getattr(explainer(), "splits", None)
+            if splits is None:
+                return []
+            at = {c: j for j, c in enumerate(self.spec.columns)}
+            counted = [(-int(splits[at[c]]), i, c) for i, c in enumerate(columns) if c in at]
+            found = [c for n, _, c in sorted(counted) if n < 0][:k]
+            self._most_split[key] = found
+        return found
 
     def total_contributions(
         self, X: np.ndarray, group: np.ndarray, groups: int

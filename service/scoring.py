@@ -67,6 +67,8 @@ from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettin
 
 #: Most viewers whose contributions explain a candidate of RecommendNextProduct.
 REASON_SAMPLE = 200
+#: How many of the viewer columns the trees split on most order a room's grid.
+GRID_ORDER_BY = 10
 
 Cols = dict[str, Any]
 K = TypeVar("K")
@@ -292,6 +294,22 @@ def _static(demographics: list[Row | None], profiles: list[Row | None]) -> Cols:
     cols = view_columns(VIEWER_DEMOGRAPHICS.name, demographics)
     cols.update(view_columns(VIEWER_PROFILE.name, profiles))
     return viewer_static(cols)
+
+
+def _alike_together(block: Cols, keys: Sequence[str], n: int) -> Cols:
+    """``block`` (``n`` viewers' columns) with its viewers sorted by the columns ``keys``,
+    first key first (NaN last, ties in their order).
+
+    ONNX Runtime walks every tree for one row after another; rows whose values take the
+    same branches keep its branch predictor and caches right. Measured on the bench
+    room's grid (2,000 viewers x 30 products, next-product model, one thread): 66 ms in
+    viewer-id order, 52 ms sorted by the ten viewer columns split on most, for 0.6 ms
+    of sorting.
+    """
+    if n < 2 or not keys:
+        return block
+    order = np.lexsort([block[k] for k in reversed(keys)])
+    return {k: v[order] if type(v) is np.ndarray and len(v) == n else v for k, v in block.items()}
 
 
 def _without_held(request: Request, live: ViewerRows | None) -> list[int]:
@@ -588,11 +606,15 @@ class Scorer:
         nv, nc = len(viewers), len(cands)
         # Row r = viewer r // nc, candidate r % nc; each block is computed once.
         pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
-        X = assemble_grid(
-            NEXT_PRODUCT,
+        # The grid's viewers in the order of what the trees test most (not by id): the
+        # answer is the same sum over the same viewers, and the trees run ~20% faster.
+        viewer_block = _alike_together(
             self._viewers_block(viewers, rows, now),
-            product_at(static, pcols, now),
-            EXPOSURE_STAGE,
+            model.most_split(CONVERSION.columns, GRID_ORDER_BY),
+            nv,
+        )
+        X = assemble_grid(
+            NEXT_PRODUCT, viewer_block, product_at(static, pcols, now), EXPOSURE_STAGE
         )
         P = np.clip(np.asarray(model.predict(X), dtype=np.float64).reshape(nv, nc), 0.0, 1.0)
         expected = P.sum(axis=0)

@@ -27,6 +27,8 @@ def test_path_contributions_add_up_to_the_margin_and_track_shap() -> None:
         num_boost_round=40,
     )
     ex = PathExplainer(booster)
+    # The splits counted per feature are LightGBM's own count.
+    assert np.array_equal(ex.splits, booster.feature_importance("split"))
     rows = X[:300]
     contrib = ex.contributions(rows)
     margin = booster.predict(rows, raw_score=True)

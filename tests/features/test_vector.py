@@ -65,6 +65,7 @@ def test_grid_equals_row_by_row_assembly(tiny_world: Path) -> None:
     # Something non-trivial was compared: cross features vary across the grid.
     j = NEXT_PRODUCT.columns.index("affinity_to_category")
     assert np.unique(grid[:, j][~np.isnan(grid[:, j])]).size > 3
+    assert 0 < grid[:, NEXT_PRODUCT.columns.index("in_cart")].sum() < nv * npr
 
 
 def test_the_viewer_block_splits_into_its_batch_part_and_the_rest(tiny_world: Path) -> None:

@@ -67,6 +67,8 @@ class _Explainer:
     def __init__(self, model: LinearModel) -> None:
         self.model = model
         self.bias = model.bias
+        # Like PathExplainer.splits: how much the model tests each column (here its weight).
+        self.splits = np.round(np.abs(model.w) * 100).astype(np.int64)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         return self.model._contrib(X)

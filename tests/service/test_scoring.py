@@ -15,12 +15,22 @@ import pytest
 from features.tables import BY_NAME
 from features.vector import CONVERSION, NEXT_PRODUCT, viewer_static
 from service import reasons as reasons_module
-from service.domain import Deadline, Flags, RankProductsQuery, Reason, ScoreConversionQuery, Segment
+from service import scoring
+from service.domain import (
+    Deadline,
+    Flags,
+    NextProductQuery,
+    RankProductsQuery,
+    Reason,
+    ScoreConversionQuery,
+    Segment,
+)
 from service.feast_reader import FeastReader, Row
 from service.features_online import VIEWER_VIEWS, OnlineFeatures, Rows, judge
 from service.models import ModelRegistry
 from service.reasons import explain, explain_rows
-from service.scoring import Scorer, view_columns
+from service.scoring import Scorer, _alike_together, view_columns
+from service.settings import NEXT_PRODUCT_MODEL
 from tests.service.conftest import World, fake_source, make_settings
 from tests.service.fakes import LinearModel
 
@@ -458,3 +468,52 @@ def _cycles_not_of_other_libraries(garbage: list[object]) -> list[object]:
         root(i) for i, o in enumerate(garbage) if type(o).__module__.split(".")[0] not in own
     }
     return [o for i, o in enumerate(garbage) if root(i) not in foreign]
+
+
+def test_a_rooms_viewers_are_sorted_alike_together_every_column_alike() -> None:
+    nan = float("nan")
+    block = {
+        "a": np.array([2.0, nan, 1.0, 2.0]),
+        "b": np.array([1.0, 0.0, 5.0, 0.0]),
+        "_cart": np.array(["w", "x", "y", "z"], dtype=object),
+        "_affinity": np.arange(8.0).reshape(4, 2),
+    }
+    out = _alike_together(block, ["a", "b"], 4)
+    order = [2, 3, 0, 1]  # by a, then b; NaN last
+    assert list(out) == list(block)
+    for k, v in block.items():
+        np.testing.assert_array_equal(out[k], v[order])
+    # Ties keep their order; nothing to sort by (or one viewer) leaves the block as it is.
+    ties = _alike_together({"a": np.array([1.0, 1.0, 0.0]), "i": np.arange(3.0)}, ["a"], 3)
+    assert ties["i"].tolist() == [2.0, 0.0, 1.0]
+    assert _alike_together(block, [], 4) is block
+    assert _alike_together({"a": np.array([1.0])}, ["a"], 1)["a"].tolist() == [1.0]
+
+
+def test_a_rooms_answer_is_the_same_whatever_order_its_viewers_are_scored_in(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scorer = _scorer(world, tmp_path)
+    model = scorer.models.get(NEXT_PRODUCT_MODEL)
+    assert model is not None
+    keys = model.most_split(CONVERSION.columns, scoring.GRID_ORDER_BY)
+    assert keys and set(keys) <= set(CONVERSION.columns)  # the fake's weighted viewer columns
+    query = NextProductQuery(world.room, tuple(world.products[:8]), top_k=5)
+    moved: list[bool] = []
+
+    def alike_together(block: dict, keys: Sequence[str], n: int) -> dict:
+        out = _alike_together(block, keys, n)
+        moved.append(not np.array_equal(out["carts"], block["carts"]))
+        return out
+
+    monkeypatch.setattr(scoring, "_alike_together", alike_together)
+    sorted_ = scorer.recommend_next_product(query, Deadline.after(5))
+    assert moved == [True]  # the room's viewers were scored in another order than by id
+    monkeypatch.setattr(scoring, "GRID_ORDER_BY", 0)
+    by_id = scorer.recommend_next_product(query, Deadline.after(5))
+    assert sorted_.viewers_present == by_id.viewers_present > 2
+    assert [p.product_id for p in sorted_.products] == [p.product_id for p in by_id.products]
+    for a, b in zip(sorted_.products, by_id.products, strict=True):
+        assert a.score == pytest.approx(b.score, rel=1e-12)
+        assert [r.code for r in a.reasons] == [r.code for r in b.reasons]
+        assert [r.weight for r in a.reasons] == pytest.approx([r.weight for r in b.reasons])
