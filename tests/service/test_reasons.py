@@ -26,8 +26,8 @@ def _rows(columns: Sequence[str], values: dict[str, list[float]]) -> tuple[np.nd
 
 @pytest.fixture
 def empty_cache() -> None:
-    reasons._DESCRIBED.clear()
-    reasons._ARGS.clear()
+    for kept in (reasons._DESCRIBED, reasons._ARGS, reasons._OLD_DESCRIBED, reasons._OLD_ARGS):
+        kept.clear()
 
 
 def test_missing_values_are_described_without_growing_the_cache(empty_cache: None) -> None:
@@ -62,5 +62,21 @@ def test_the_cache_forgets_the_oldest_beyond_its_size(
     columns = CONVERSION.columns
     X, contrib = _rows(columns, {"avg_dwell_min": [float(i) for i in range(20)]})
     explain_rows(columns, X, contrib, 1)
-    assert [v for _, v in reasons._DESCRIBED] == [float(i) for i in range(12, 20)]
+    # Two generations of four: the last eight values, the older four in the old one.
+    assert [v for _, v in reasons._OLD_DESCRIBED] == [12.0, 13.0, 14.0, 15.0]
+    assert [v for _, v in reasons._DESCRIBED] == [16.0, 17.0, 18.0, 19.0]
     assert reasons._ARGS.keys() == reasons._DESCRIBED.keys()
+    assert reasons._OLD_ARGS.keys() == reasons._OLD_DESCRIBED.keys()
+    # A value of the old generation is not described again: it moves to the young one
+    # (which, full, turns: the old generation is now what was young).
+    calls: list[tuple[str, float]] = []
+    describe = reasons._describe
+    monkeypatch.setattr(reasons, "_describe", lambda f, v: calls.append((f, v)) or describe(f, v))
+    again = _rows(columns, {"avg_dwell_min": [13.0]})
+    assert explain_rows(columns, *again, 1)[0][0].args == {
+        "feature": "avg_dwell_min",
+        "value": "13",
+    }
+    assert calls == []
+    assert [v for _, v in reasons._DESCRIBED] == [13.0]
+    assert [v for _, v in reasons._OLD_DESCRIBED] == [16.0, 17.0, 18.0, 19.0]
