@@ -71,7 +71,12 @@ def test_the_cache_forgets_the_oldest_beyond_its_size(
     # (which, full, turns: the old generation is now what was young).
     calls: list[tuple[str, float]] = []
     describe = reasons._describe
-    monkeypatch.setattr(reasons, "_describe", lambda f, v: calls.append((f, v)) or describe(f, v))
+
+    def counted(feature: str, value: float) -> tuple[str, dict[str, str], str]:
+        calls.append((feature, value))
+        return describe(feature, value)
+
+    monkeypatch.setattr(reasons, "_describe", counted)
     again = _rows(columns, {"avg_dwell_min": [13.0]})
     assert explain_rows(columns, *again, 1)[0][0].args == {
         "feature": "avg_dwell_min",
