@@ -47,7 +47,11 @@ def _add_reasons(field: Any, rs: list[Reason]) -> None:
     for r in rs:
         out = add(code=r.code, text=r.text, weight=r.weight)
         if r.args:
-            out.args.update(r.args)
+            # Item by item: the map's update() is the MutableMapping mixin's, in Python
+            # (measured ~0.4 µs more per reason).
+            args = out.args
+            for k, v in r.args.items():
+                args[k] = v
 
 
 def _set_flags(field: Any, f: Flags) -> None:
