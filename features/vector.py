@@ -451,15 +451,16 @@ def cross_block(
     n_p = len(pid)
     # On the grid, each cart's few members are looked up among the products (not each
     # product among the members): a room's viewers x products is most of the grid's cost.
-    places: dict[str, list[int]] = {}
-    if grid:
-        for j, x in enumerate(pid.tolist()):
-            places.setdefault(x, []).append(j)
+    places: dict[str, list[int]] | None = None
     for i, c in enumerate(v["_cart"]):
         if not c:
             continue
         members = set(c.split("|"))
         if grid:
+            if places is None:
+                places = {}
+                for j, x in enumerate(pid.tolist()):
+                    places.setdefault(x, []).append(j)
             for m in members:
                 for j in places.get(m, ()):
                     in_cart[i * n_p + j] = 1.0
