@@ -449,8 +449,8 @@ def cross_block(
     f["last_product_step"] = np.where(is_last, step, 0.0)
     in_cart = np.zeros(len(is_last))
     n_p = len(pid)
-    # On the grid, each cart's few members are looked up among the products (not each
-    # product among the members): a room's viewers x products is most of the grid's cost.
+    # On the grid, each cart's few members are looked up among the products, rather than
+    # every product among the members (viewers x products lookups for a room).
     places: dict[str, list[int]] | None = None
     for i, c in enumerate(v["_cart"]):
         if not c:
