@@ -215,25 +215,31 @@ def _code(cols: Mapping[str, Any], name: str, n: int) -> np.ndarray:
     return np.fromiter((index.get(x, np.nan) for x in arr), dtype=np.float64, count=n)
 
 
-_OFFSETS: dict[tuple[str, int], float] = {}
+_OFFSETS: dict[tuple[str, float], float] = {}
 
 
 def local_hour(markets: np.ndarray, now: np.ndarray) -> np.ndarray:
-    """The viewer's local hour of day at ``now`` (daily cycles differ by market)."""
-    out = np.full(len(markets), np.nan)
-    days = np.floor(now / 86400.0)
-    keys: dict[tuple[Any, float], list[int]] = {}
-    for i, key in enumerate(zip(markets, days, strict=True)):
-        keys.setdefault(key, []).append(i)
-    for (m, day), rows in keys.items():
-        if m not in MARKETS or np.isnan(day):
-            continue
-        k = (m, int(day))
-        if k not in _OFFSETS:
-            _OFFSETS[k] = _offset(m, datetime.fromtimestamp(int(day) * 86400, tz=UTC))
-        idx = np.asarray(rows)
-        out[idx] = ((now[idx] / 3600.0) + _OFFSETS[k]) % 24
-    return out
+    """The viewer's local hour of day at ``now`` (daily cycles differ by market).
+
+    Each row's UTC offset is looked up by (market, day) in plain Python values, then one
+    array sum: per row the same float64 operations as the hour itself, so rows grouped or
+    alone get the same bits. An unknown market or a missing ``now`` gives NaN."""
+    days = np.floor(now / 86400.0).tolist()
+    names = markets.tolist() if isinstance(markets, np.ndarray) else list(markets)
+    keys = list(zip(names, days, strict=True))
+    get = _OFFSETS.get
+    offsets = [get(k) for k in keys]
+    if None in offsets:
+        for i, (m, day) in enumerate(keys):
+            if offsets[i] is not None:
+                continue
+            if m not in MARKETS or day != day:  # NaN day: no time to place
+                offsets[i] = np.nan
+                continue
+            if (m, day) not in _OFFSETS:
+                _OFFSETS[m, day] = _offset(m, datetime.fromtimestamp(int(day) * 86400, tz=UTC))
+            offsets[i] = _OFFSETS[m, day]
+    return (now / 3600.0 + np.array(offsets, dtype=np.float64)) % 24
 
 
 def _times(now: float | np.ndarray, n: int) -> np.ndarray:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
 from features import schema
+from features.markets import MARKETS
 from features.tables import PRODUCT_STATS
 from features.vector import (
     CONVERSION,
@@ -15,6 +18,7 @@ from features.vector import (
     assemble,
     assemble_grid,
     assemble_viewers,
+    local_hour,
     pack_static,
     product_block,
     stack_static,
@@ -114,3 +118,24 @@ def test_packed_batch_parts_stack_into_viewer_static_for_any_viewers(tiny_world:
         assemble_viewers(CONVERSION, block),
         assemble(CONVERSION, {c: v[order] for c, v in cols.items()}, now),
     )
+
+
+def test_local_hour_is_the_markets_wall_clock_hour_alone_or_in_a_batch() -> None:
+    markets = sorted(MARKETS)
+    # Every market at times spread over a year (daylight saving moves some offsets).
+    rng = np.random.default_rng(3)
+    now = 1.78e9 + rng.random(len(markets) * 40) * 86400 * 365
+    names = np.array(markets * 40, dtype=object)
+    got = local_hour(names, now)
+    for m, t, h in zip(names, now, got, strict=True):
+        wall = datetime.fromtimestamp(t, tz=UTC).astimezone(ZoneInfo(MARKETS[m].tz))
+        expected = wall.hour + wall.minute / 60 + (wall.second + wall.microsecond / 1e6) / 3600
+        assert abs(h - expected) < 1e-6 or abs(abs(h - expected) - 24) < 1e-6, (m, t)
+        alone = local_hour(np.array([m], dtype=object), np.array([t]))
+        assert alone.tobytes() == np.array([h]).tobytes()  # the same bits alone
+    # No market, an unknown one, or no time: unknown hour.
+    odd = local_hour(
+        np.array(["", None, "XX", markets[0]], dtype=object),
+        np.array([now[0], now[0], now[0], np.nan]),
+    )
+    assert np.isnan(odd).all()
