@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 LINT_PATHS := features training service liverec.py tests
 
 .DEFAULT_GOAL := help
-.PHONY: help install protos protos-check protos-baseline lint format test test-integration \
+.PHONY: help install protos protos-check protos-baseline lint format test test-hours test-integration \
 	data train serve demo bench mlflow-ui clean
 
 help: ## Show this list of targets
@@ -52,6 +52,9 @@ test: $(STAMP) ## Run the tests (pytest -q; pytest-timeout fails a hang)
 	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5); that is a failure." >&2; fi; \
 	exit $$rc
+
+test-hours: $(STAMP) ## The tests with the clock moved to other hours (HOURS="+3h +9h +15h +21h")
+	$(PY) scripts/test_hours.py $(HOURS) -- -x --ignore=tests/integration $(PYTEST_ARGS) tests
 
 test-integration: $(STAMP) ## Run tests/integration against real Redis/PostgreSQL
 	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
