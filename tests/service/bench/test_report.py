@@ -117,3 +117,17 @@ def test_ingestion_and_scoring_together_have_a_row_per_deployment() -> None:
     assert "ingest + RankProducts together, 2 workers (no verdict)" not in rows
     failed = rows["ingest + RankProducts together, 2 workers"]
     assert failed.value == "n/a (failed: TimeoutError: no answer)"
+
+
+def test_the_stage_table_shows_each_stage_alone_and_in_sequence() -> None:
+    r = _result()
+    r["profile"] = {
+        "7 ONNX predict (50 rows)": {"p50_us": 38.0, "p99_us": 56.0, "seq_p50_us": 115.0},
+        "1 protobuf parse (request)": {"p50_us": 1.0, "p99_us": 1.0},
+        "sum of stages 2-11 run in sequence, per call": {"seq_p50_us": 640.0},
+    }
+    lines = report.profile_markdown(r).splitlines()
+    assert "| stage | p50 µs | p99 µs | p50 µs in a call's sequence |" in lines
+    assert "| 7 ONNX predict (50 rows) | 38 | 56 | 115 |" in lines
+    assert "| 1 protobuf parse (request) | 1 | 1 |  |" in lines
+    assert "| sum of stages 2-11 run in sequence, per call |  |  | 640 |" in lines
