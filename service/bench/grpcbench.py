@@ -80,6 +80,9 @@ async def measured(
     out["cpu"] = meter.window.as_dict()
     calls = max(1, len(run.latencies_s))
     out["server_cpu_ms_per_call"] = meter.window.server_cpu_s / calls * 1000.0
+    out["server_cpu_ms_per_call_by_thread"] = {
+        label: round(s / calls * 1000.0, 4) for label, s in meter.window.server_threads_s.items()
+    }
     return out
 
 

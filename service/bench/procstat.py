@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -60,6 +60,50 @@ def cpu_seconds(pid: int) -> float:
 
 def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(p) for p in tree(pid))
+
+
+#: The label of each process's main thread (its event loop, in a server).
+MAIN_THREAD = "main"
+#: The label of the other threads that carry the process's own name: the ones Python
+#: starts (thread pools, the write-ahead log's writer, cache refreshes) keep it.
+PYTHON_THREADS = "other python threads"
+
+
+def thread_cpu_seconds(pid: int) -> dict[tuple[int, int], tuple[str, float]]:
+    """CPU seconds of every thread of a process tree, by ``(pid, tid)``: its label and
+    time. The label is :data:`MAIN_THREAD` for a process's main thread,
+    :data:`PYTHON_THREADS` for the others that carry the process's name, else the name
+    a library gave its thread (gRPC's ``event_engine``, ...)."""
+    out: dict[tuple[int, int], tuple[str, float]] = {}
+    for p in tree(pid):
+        try:
+            own = Path(f"/proc/{p}/comm").read_text().strip()
+            tids = [int(t.name) for t in Path(f"/proc/{p}/task").iterdir()]
+        except OSError:
+            continue
+        for tid in tids:
+            task = Path(f"/proc/{p}/task/{tid}")
+            try:
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the thread ended meanwhile
+                continue
+            label = MAIN_THREAD if tid == p else PYTHON_THREADS if name == own else name
+            out[p, tid] = (label, (int(fields[11]) + int(fields[12])) / _TICK)
+    return out
+
+
+def by_label(
+    start: dict[tuple[int, int], tuple[str, float]],
+    end: dict[tuple[int, int], tuple[str, float]],
+) -> dict[str, float]:
+    """CPU seconds per thread label between two :func:`thread_cpu_seconds` samples (a
+    thread that started in between counts from zero; one that ended is not seen)."""
+    out: dict[str, float] = {}
+    for key, (label, t) in end.items():
+        spent = t - start.get(key, (label, 0.0))[1]
+        out[label] = out.get(label, 0.0) + spent
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 @dataclass(frozen=True)
@@ -119,6 +163,8 @@ class CpuWindow:
     cores: int
     #: Of ``machine_busy_s``, what the hypervisor took for other guests.
     stolen_s: float = 0.0
+    #: The server's CPU seconds per thread label (:func:`by_label`).
+    server_threads_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def client_cores(self) -> float:
@@ -173,11 +219,18 @@ class CpuMeter:
         m = machine_times()
         return time.perf_counter(), cpu_seconds(os.getpid()), server, m.busy, m.steal
 
+    def _threads(self) -> dict[tuple[int, int], tuple[str, float]]:
+        return thread_cpu_seconds(self.server_pid) if self.server_pid else {}
+
     def __enter__(self) -> CpuMeter:
+        self._start_threads = self._threads()
         self._start = self._sample()
         return self
 
     def __exit__(self, *exc: object) -> None:
         end = self._sample()
+        threads = by_label(self._start_threads, self._threads())
         d = [b - a for a, b in zip(self._start, end, strict=True)]
-        self.window = CpuWindow(d[0], d[1], d[2], d[3], cores(), stolen_s=d[4])
+        self.window = CpuWindow(
+            d[0], d[1], d[2], d[3], cores(), stolen_s=d[4], server_threads_s=threads
+        )

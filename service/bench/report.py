@@ -135,7 +135,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     f"{cpu:.3f} ms ({cpu:.2f} s per 1,000 calls)",
                     "<= 1 ms",
                     _judge(cpu <= 1.0),
-                    f"measured @{low}/s; @{budget_rate}/s: {at['server_cpu_ms_per_call']:.2f} ms",
+                    f"measured @{low}/s; @{budget_rate}/s: {at['server_cpu_ms_per_call']:.2f} ms"
+                    + _threads(suite["rates"][low], at, low, budget_rate),
                 )
             )
             low_floor = suite["floor"].get(low)
@@ -147,7 +148,10 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     Row(
                         "server CPU per empty call (floor)",
                         f"{fcpu:.3f} ms",
-                        note=f"measured @{low}/s; RankProducts over the floor: {cpu - fcpu:.3f} ms",
+                        note=f"measured @{low}/s; RankProducts over the floor: {cpu - fcpu:.3f} ms"
+                        + _threads(
+                            low_floor, suite["floor"].get(str(budget_rate)), low, budget_rate
+                        ),
                     )
                 )
     tb = r.get("textbook")
@@ -352,6 +356,24 @@ def write(result: dict[str, Any], out_dir: Path, echo: Callable[[str], None] = p
     ]
     (out_dir / "REPORT.md").write_text("\n".join(md))
     return out_dir / "results.json"
+
+
+def _threads(
+    low: dict[str, Any], at: dict[str, Any] | None, low_rate: str, budget_rate: object
+) -> str:
+    """ "; by thread @100/s: main 1.40, event_engine 0.12 ms (@500/s: ...)": where the
+    server's CPU per call went, per thread label (``procstat.by_label``); "" if unknown."""
+
+    def split(run: dict[str, Any] | None) -> str:
+        by = (run or {}).get("server_cpu_ms_per_call_by_thread") or {}
+        shown = [f"{label} {ms:.2f}" for label, ms in by.items() if ms >= 0.005]
+        return ", ".join(shown)
+
+    first, second = split(low), split(at)
+    if not first:
+        return ""
+    tail = f" (@{budget_rate}/s: {second} ms)" if second else ""
+    return f"; by thread @{low_rate}/s: {first} ms{tail}"
 
 
 def profile_markdown(result: dict[str, Any]) -> str:

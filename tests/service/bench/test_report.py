@@ -131,3 +131,26 @@ def test_the_stage_table_shows_each_stage_alone_and_in_sequence() -> None:
     assert "| 7 ONNX predict (50 rows) | 38 | 56 | 115 |" in lines
     assert "| 1 protobuf parse (request) | 1 | 1 |  |" in lines
     assert "| sum of stages 2-11 run in sequence, per call |  |  | 640 |" in lines
+
+
+def test_the_cpu_rows_say_which_threads_spent_it() -> None:
+    r = _result()
+    suite = r["rank"]["1"]
+    suite["rates"]["100"]["server_cpu_ms_per_call_by_thread"] = {
+        "main": 1.25,
+        "event_engine": 0.125,
+        "python": 0.001,  # under 0.005 ms: left out
+    }
+    suite["rates"]["500"]["server_cpu_ms_per_call_by_thread"] = {"main": 1.0, "event_engine": 0.1}
+    suite["floor"]["100"]["server_cpu_ms_per_call_by_thread"] = {"main": 0.45, "event_engine": 0.15}
+    rows = _by_name(report.rows(r))
+    note = rows["server CPU per RankProducts call"].note
+    assert note.endswith(
+        "; by thread @100/s: main 1.25, event_engine 0.12 ms"
+        " (@500/s: main 1.00, event_engine 0.10 ms)"
+    )
+    floor = rows["server CPU per empty call (floor)"].note
+    assert floor.endswith("; by thread @100/s: main 0.45, event_engine 0.15 ms")
+    # Results without the split (older runs) keep their notes as they were.
+    plain = _by_name(report.rows(_result()))["server CPU per RankProducts call"].note
+    assert "by thread" not in plain
