@@ -48,14 +48,20 @@ def tree(pid: int) -> list[int]:
     return seen
 
 
+def _stat_cpu(stat: Path) -> float:
+    """User + system CPU seconds from a ``/proc/.../stat`` file (a process's or a thread's).
+    Raises OSError when it is gone."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    # After the ")": state is field 3, utime 14 and stime 15 (1-based) -> index 11, 12.
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process (all its threads); 0 if it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return _stat_cpu(Path(f"/proc/{pid}/stat"))
     except OSError:
         return 0.0
-    # After the ")": state is field 3, utime 14 and stime 15 (1-based) -> index 11, 12.
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -85,11 +91,11 @@ def thread_cpu_seconds(pid: int) -> dict[tuple[int, int], tuple[str, float]]:
             task = Path(f"/proc/{p}/task/{tid}")
             try:
                 name = (task / "comm").read_text().strip()
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                spent = _stat_cpu(task / "stat")
             except OSError:  # the thread ended meanwhile
                 continue
             label = MAIN_THREAD if tid == p else PYTHON_THREADS if name == own else name
-            out[p, tid] = (label, (int(fields[11]) + int(fields[12])) / _TICK)
+            out[p, tid] = (label, spent)
     return out
 
 

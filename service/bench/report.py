@@ -361,8 +361,9 @@ def write(result: dict[str, Any], out_dir: Path, echo: Callable[[str], None] = p
 def _threads(
     low: dict[str, Any], at: dict[str, Any] | None, low_rate: str, budget_rate: object
 ) -> str:
-    """ "; by thread @100/s: main 1.40, event_engine 0.12 ms (@500/s: ...)": where the
-    server's CPU per call went, per thread label (``procstat.by_label``); "" if unknown."""
+    """Where the server's CPU per call went, per thread label (``procstat.by_label``), as
+    a note's tail such as ``; by thread @100/s: main 1.40, event_engine 0.12 ms (@500/s:
+    ...)``; "" when the results do not have it."""
 
     def split(run: dict[str, Any] | None) -> str:
         by = (run or {}).get("server_cpu_ms_per_call_by_thread") or {}
