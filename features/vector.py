@@ -339,14 +339,22 @@ def viewer_at(
 ) -> dict[str, np.ndarray]:
     """:func:`viewer_block` from its :func:`viewer_static` part: adds the time features, the
     live session's columns and the room's, reading only live and room columns of ``cols``."""
+    return viewer_now(viewer_live(static, cols), cols, now)
+
+
+#: The time features' anchors that the live session's row holds: :func:`viewer_live`
+#: carries them, so :func:`viewer_now` reads no live column.
+_LIVE_ANCHORS = tuple(AS_OF[k][0] for k in _VIEWER_AS_OF if AS_OF[k][0].startswith("viewer_live__"))
+_ANCHORS = frozenset((*_BATCH_ANCHORS, *_LIVE_ANCHORS))
+
+
+def viewer_live(static: Mapping[str, np.ndarray], cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The part of :func:`viewer_at` read from the batch part and the viewer's live row
+    alone: not depending on ``now`` nor on the room's row. A caller scoring a viewer again
+    with the same live row may keep it; :func:`viewer_now` adds the rest."""
     n = len(static["region"])
-    now_arr = _times(now, n)
-    anchors = {a: static[a] for a in _BATCH_ANCHORS if a in static}
-    derived = as_of({**cols, **anchors}, now_arr, _VIEWER_AS_OF)
-    f = {k: v for k, v in static.items() if k not in _BATCH_ANCHORS}
-    f["local_hour"] = local_hour(static["_market"], now_arr)
-    for k in _VIEWER_AS_OF:
-        f[_ROOM_AS_OF.get(k, k)] = np.asarray(derived[k], dtype=np.float64)
+    f = dict(static)
+    f.update({a: cols[a] for a in _LIVE_ANCHORS if cols.get(a) is not None})
     live_present = ~np.isnan(_num(cols, "viewer_live__join_ts", n))
     # A session with no live row yet has zero of everything, not "unknown".
     live = np.where(live_present[None, :], _zero_nan(_nums(cols, _LIVE_NAMES, n)), 0.0)
@@ -355,6 +363,41 @@ def viewer_at(
     f["cart_size"] = np.fromiter(
         (len(c.split("|")) if c else 0 for c in carts), dtype=np.float64, count=n
     )
+    # For the cross features (not model columns themselves):
+    f["_cart"] = carts
+    f["_last_product"] = _strings(cols, "viewer_live__last_product_id", n)
+    f["_last_step"] = _zero_nan(_num(cols, "viewer_live__last_product_step", n))
+    return f
+
+
+#: The model columns :func:`viewer_now` adds: all that changes with the time or the
+#: room's row while a viewer's batch and live rows stay the same.
+VIEWER_NOW_COLUMNS: tuple[str, ...] = (
+    "local_hour",
+    *(_ROOM_AS_OF.get(k, k) for k in _VIEWER_AS_OF),
+    "likes_per_min",
+    "chats_per_min",
+    "room_viewers_present",
+    "room_likes_per_viewer",
+    "room_share_own_region",
+)
+
+
+def viewer_now(
+    part: Mapping[str, np.ndarray], cols: Mapping[str, Any], now: float | np.ndarray
+) -> dict[str, np.ndarray]:
+    """:func:`viewer_at` from its :func:`viewer_live` part: adds the time features
+    (:data:`VIEWER_NOW_COLUMNS`) and the room's, reading only room columns of ``cols``."""
+    n = len(part["region"])
+    now_arr = _times(now, n)
+    anchors = {a: part[a] for a in _ANCHORS if a in part}
+    derived = as_of({**cols, **anchors}, now_arr, _VIEWER_AS_OF)
+    f = dict(part)
+    for a in anchors:
+        del f[a]
+    f["local_hour"] = local_hour(part["_market"], now_arr)
+    for k in _VIEWER_AS_OF:
+        f[_ROOM_AS_OF.get(k, k)] = np.asarray(derived[k], dtype=np.float64)
     minutes = np.maximum(_zero_nan(f["dwell_min"]), 1.0)
     f["likes_per_min"] = f["likes"] / minutes
     f["chats_per_min"] = f["chats"] / minutes
@@ -362,10 +405,6 @@ def viewer_at(
     f["room_viewers_present"] = room[0]
     f["room_likes_per_viewer"] = room[1] / np.maximum(room[2], 1.0)
     f["room_share_own_region"] = _pick(room[3:].T, f["region"])
-    # For the cross features (not model columns themselves):
-    f["_cart"] = carts
-    f["_last_product"] = _strings(cols, "viewer_live__last_product_id", n)
-    f["_last_step"] = _zero_nan(_num(cols, "viewer_live__last_product_step", n))
     return f
 
 
@@ -455,22 +494,25 @@ def cross_block(
     f["last_product_step"] = np.where(is_last, step, 0.0)
     in_cart = np.zeros(len(is_last))
     n_p = len(pid)
-    # On the grid, each cart's few members are looked up among the products, rather than
-    # every product among the members (viewers x products lookups for a room).
-    places: dict[str, list[int]] | None = None
-    for i, c in enumerate(v["_cart"]):
-        if not c:
-            continue
-        members = set(c.split("|"))
-        if grid:
-            if places is None:
-                places = {}
-                for j, x in enumerate(pid.tolist()):
-                    places.setdefault(x, []).append(j)
+    carts = [(i, set(c.split("|"))) for i, c in enumerate(v["_cart"].tolist()) if c]
+    if grid and len(carts) == 1:
+        # One cart (a call about one viewer): one pass over the products.
+        ((i, members),) = carts
+        for j, x in enumerate(pid.tolist()):
+            if x in members:
+                in_cart[i * n_p + j] = 1.0
+    elif grid and carts:
+        # Each cart's few members are looked up among the products, rather than every
+        # product among the members (viewers x products lookups for a room).
+        places: dict[str, list[int]] = {}
+        for j, x in enumerate(pid.tolist()):
+            places.setdefault(x, []).append(j)
+        for i, members in carts:
             for m in members:
                 for j in places.get(m, ()):
                     in_cart[i * n_p + j] = 1.0
-        else:
+    else:
+        for i, members in carts:
             in_cart[i] = pid[i] in members
     f["in_cart"] = in_cart
     f["exposure_kind"] = _times(exposure_kind, len(is_last))

@@ -39,6 +39,8 @@ from features.vector import (
     product_static,
     stack_static,
     viewer_at,
+    viewer_live,
+    viewer_now,
     viewer_static,
 )
 from service.domain import (
@@ -249,6 +251,7 @@ class ViewerStatic:
 
     def __init__(self, size: int = 100_000, one_size: int = 4096) -> None:
         self._one: _KeptWhileSame[str, Cols] = _KeptWhileSame(one_size)
+        self._live: _KeptWhileSame[str, Cols] = _KeptWhileSame(one_size)
         self._many: _KeptWhileSame[str, tuple[np.ndarray, str]] = _KeptWhileSame(size)
 
     def get(
@@ -280,9 +283,29 @@ class ViewerStatic:
         kept = self._many.get_many(viewer_ids, pairs, build)
         return stack_static([row for row, _ in kept], [market for _, market in kept])
 
+    def with_live(
+        self, viewer_id: str, demographics: Row | None, profile: Row | None, live: Row | None
+    ) -> Cols:
+        """:func:`features.vector.viewer_live` of one viewer (a call about one viewer), kept
+        while its batch rows and its live row stay the same objects: the fold hands out
+        the same live row until the viewer's next event, so a viewer's overlay refreshed
+        between its events pays only for the time and the room (:func:`viewer_now`)."""
+
+        def build() -> Cols:
+            static = self.get([viewer_id], [demographics], [profile])
+            part = viewer_live(static, view_columns(VIEWER_LIVE.name, [live]))
+            _read_only(part)
+            return part
+
+        return self._live.get(viewer_id, [demographics, profile, live], build)
+
     def kept(self, viewer_id: str) -> Cols | None:
         """The columns kept for ``viewer_id`` alone (tests)."""
         return self._one.kept(viewer_id)
+
+    def kept_live(self, viewer_id: str) -> Cols | None:
+        """The live part kept for ``viewer_id`` (tests)."""
+        return self._live.kept(viewer_id)
 
     def packed(self, viewer_id: str) -> np.ndarray | None:
         """The packed row kept for ``viewer_id`` (tests)."""
@@ -411,13 +434,21 @@ class Scorer:
     def _viewers_block(self, viewers: Sequence[str], rows: Rows, now: float) -> Cols:
         """:func:`features.vector.viewer_block` of ``viewers``, their batch parts kept."""
         n = len(viewers)
+        # The room's row, converted once and repeated for every viewer.
+        room = view_columns(ROOM_STATE.name, rows[ROOM_STATE.name][:1])
+        if n == 1:
+            part = self._viewer_static.with_live(
+                viewers[0],
+                rows[VIEWER_DEMOGRAPHICS.name][0],
+                rows[VIEWER_PROFILE.name][0],
+                rows[VIEWER_LIVE.name][0],
+            )
+            return viewer_now(part, room, now)
         static = self._viewer_static.get(
             viewers, rows[VIEWER_DEMOGRAPHICS.name], rows[VIEWER_PROFILE.name]
         )
         cols = view_columns(VIEWER_LIVE.name, rows[VIEWER_LIVE.name])
-        # The room's row, converted once and repeated for every viewer.
-        room = view_columns(ROOM_STATE.name, rows[ROOM_STATE.name][:1])
-        cols.update(room if n == 1 else {c: np.repeat(v, n) for c, v in room.items()})
+        cols.update({c: np.repeat(v, n) for c, v in room.items()})
         return viewer_at(static, cols, now)
 
     # -- ScoreConversion ---------------------------------------------------------------

@@ -15,6 +15,7 @@ from features.tables import PRODUCT_STATS
 from features.vector import (
     CONVERSION,
     NEXT_PRODUCT,
+    VIEWER_NOW_COLUMNS,
     assemble,
     assemble_grid,
     assemble_viewers,
@@ -24,6 +25,8 @@ from features.vector import (
     stack_static,
     viewer_at,
     viewer_block,
+    viewer_live,
+    viewer_now,
     viewer_static,
 )
 from tests.features.helpers import conversion_columns, epoch, pit_join
@@ -88,6 +91,42 @@ def test_the_viewer_block_splits_into_its_batch_part_and_the_rest(tiny_world: Pa
         np.testing.assert_array_equal(split[name], whole[name], err_msg=name)
     # The profile's time features came from the batch part.
     assert np.isfinite(split["tenure_days"]).any()
+
+
+def test_the_viewer_block_splits_again_into_its_live_part_and_the_time_and_room(
+    tiny_world: Path,
+) -> None:
+    """viewer_live reads the batch part and the live views alone, viewer_now the time and
+    the room's row: serving may keep a viewer's live part while its live row is the same
+    and still get viewer_block's bits, at any time and with any room row; the columns that
+    then change are VIEWER_NOW_COLUMNS alone."""
+    vcols, _, now = _room_frames(tiny_world)
+    cols = {c: vcols[c].to_numpy() for c in vcols.columns}
+    batch = {
+        c: v for c, v in cols.items() if c.startswith(("viewer_demographics__", "viewer_profile__"))
+    }
+    live = {c: v for c, v in cols.items() if c.startswith("viewer_live__")}
+    room = {c: v for c, v in cols.items() if c.startswith("room_state__")}
+    assert live and room
+    part = viewer_live(viewer_static(batch), live)
+    for at in (now, now + 3600.0 * 7.5):
+        whole = viewer_block(cols, at)
+        split = viewer_now(part, room, at)
+        assert list(split) == list(whole)
+        for name in whole:
+            np.testing.assert_array_equal(split[name], whole[name], err_msg=name)
+    # Later, in a room that changed: the model columns outside VIEWER_NOW_COLUMNS stay.
+    busier = {c: v * 2.0 if v.dtype == np.float64 else v for c, v in room.items()}
+    before, after = viewer_now(part, room, now), viewer_now(part, busier, now + 600.0)
+    changed = {
+        c for c in CONVERSION.columns if not np.array_equal(before[c], after[c], equal_nan=True)
+    }
+    assert changed and changed <= set(VIEWER_NOW_COLUMNS), changed - set(VIEWER_NOW_COLUMNS)
+    assert {"dwell_min", "local_hour", "room_viewers_present"} <= changed
+    # The kept part is never written to.
+    for v in part.values():
+        v.flags.writeable = False
+    viewer_now(part, busier, now)
 
 
 def test_packed_batch_parts_stack_into_viewer_static_for_any_viewers(tiny_world: Path) -> None:

@@ -372,6 +372,60 @@ def test_a_viewers_batch_part_is_kept_while_its_rows_are_the_same(
     assert block["cat_aff_fashion"][0] == 0.987654
 
 
+def test_a_viewers_live_part_is_kept_while_its_live_row_is_the_same(
+    world: World, tmp_path: Path
+) -> None:
+    """RankProducts keeps a viewer's live part (viewer_live) while its batch rows and its
+    live row are the same objects (the fold hands out one row until the viewer's next
+    event): later calls pay only for the time and the room's row, and answer as a scorer
+    that kept nothing; a new live row is never answered from the kept part."""
+    from service.ingest.rooms import ViewerRows
+
+    now = time.time()
+    scorer = _scorer(world, tmp_path)
+    scorer.features.clock = lambda: now
+    viewer = world.present[0]
+    query = RankProductsQuery(world.room, viewer, tuple(world.products[:20]), top_k=5)
+    rows = scorer.features.fetch(scorer._rank_request(query), Deadline.after(5))
+    assert rows is not None and rows["viewer_live"][0] is not None
+    held = ViewerRows([rows["viewer_live"][0]], None)
+    scorer.features.warm_products(list(query.candidates))
+    first = asyncio.run(scorer.rank_products_async(query, Deadline.after(5), held))
+    kept = scorer._viewer_static.kept_live(viewer)
+    assert kept is not None
+    # Ten minutes later, the same live row: the part is kept, the answer a fresh scorer's.
+    later = now + 600.0
+    scorer.features.clock = lambda: later
+    again = asyncio.run(scorer.rank_products_async(query, Deadline.after(5), held))
+    assert scorer._viewer_static.kept_live(viewer) is kept
+    fresh = _scorer(world, tmp_path)
+    fresh.features.clock = lambda: later
+    fresh.features.warm_products(list(query.candidates))
+    assert again == asyncio.run(fresh.rank_products_async(query, Deadline.after(5), held))
+    rows["viewer_live"] = held.viewer_live
+    at_first, at_later = (scorer._viewers_block([viewer], rows, t) for t in (now, later))
+    assert at_later["dwell_min"][0] == pytest.approx(at_first["dwell_min"][0] + 10.0)
+    assert first.products and scorer._viewer_static.kept_live(viewer) is kept
+    # The viewer acts: a new live row, a new part that says so.
+    clicked = dict(rows["viewer_live"][0])
+    clicked["clicks"] = float(clicked.get("clicks") or 0.0) + 7.0
+    moved = ViewerRows([clicked], None)
+    asyncio.run(scorer.rank_products_async(query, Deadline.after(5), moved))
+    rebuilt = scorer._viewer_static.kept_live(viewer)
+    assert rebuilt is not kept and rebuilt is not None
+    assert rebuilt["clicks"][0] == kept["clicks"][0] + 7.0
+    # A room row that changed is read on every call, the live part kept.
+    rows["viewer_live"] = [clicked]
+    block = scorer._viewers_block([viewer], rows, later)
+    room = rows["room_state"][0]
+    assert room is not None
+    busier = dict(room, viewers_present=12345.0)
+    rows["room_state"] = [busier]
+    assert scorer._viewers_block([viewer], rows, later)["room_viewers_present"][0] == 12345.0
+    assert block["room_viewers_present"][0] != 12345.0
+    assert scorer._viewer_static.kept_live(viewer) is rebuilt
+
+
 def test_many_viewers_batch_parts_are_kept_and_stacked_as_viewer_static(
     world: World, tmp_path: Path
 ) -> None:
