@@ -555,16 +555,22 @@ def assemble_grid(
     viewers: Mapping[str, np.ndarray],
     products: Mapping[str, np.ndarray],
     exposure_kind: float = EXPOSURE_STAGE,
+    cross: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Every viewer x every product (viewer-major), from blocks computed once each.
 
     Equal to :func:`assemble` on the explicit cross product (a test checks it),
     without repeating the per-viewer and per-product work for every pair: what
-    lets a room of 2,000 viewers x 30 products be scored in one pass.
+    lets a room of 2,000 viewers x 30 products be scored in one pass. ``cross`` is
+    :func:`cross_block` of these blocks on the grid at this ``exposure_kind``, if the
+    caller kept it: it reads neither the time, nor the room's row, nor the products'
+    live rows, only a viewer's :func:`viewer_live` part and the products' catalogue
+    and history (a test checks it).
     """
     n_v = len(viewers["region"])
     n_p = len(products["category"])
-    cross = cross_block(viewers, products, exposure_kind, grid=True)
+    if cross is None:
+        cross = cross_block(viewers, products, exposure_kind, grid=True)
     lead, from_products, from_cross, from_viewers = _grid_layout(
         spec.columns, tuple(cross), tuple(products)
     )

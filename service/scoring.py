@@ -34,6 +34,7 @@ from features.vector import (
     NEXT_PRODUCT,
     assemble_grid,
     assemble_viewers,
+    cross_block,
     pack_static,
     product_at,
     product_static,
@@ -376,6 +377,10 @@ class Scorer:
         self.models = models
         self._product_cols = ProductColumns()
         self._viewer_static = ViewerStatic(settings.viewer_cache_size)
+        #: RankProducts' cross features of (viewer, candidates), kept while the viewer's
+        #: batch and live rows and the candidates' product_stats rows are the same objects
+        #: (:func:`features.vector.cross_block` reads nothing else of theirs).
+        self._cross: _KeptWhileSame[tuple[str, tuple[str, ...]], Cols] = _KeptWhileSame(4096)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -546,11 +551,21 @@ class Scorer:
         # One viewer x n candidates: the viewer's block is computed once, not n times
         # (assemble_grid equals assemble on the repeated rows; features.vector tests it).
         pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
+        vblock = self._viewers_block([q.viewer_id], rows, now)
+        pblock = product_at(static, pcols, now)
+
+        def cross() -> Cols:
+            kept = cross_block(vblock, pblock, EXPOSURE_OVERLAY, grid=True)
+            _read_only(kept)
+            return kept
+
+        viewer_rows = [rows[view][0] for view in VIEWER_VIEWS]
         X = assemble_grid(
             NEXT_PRODUCT,
-            self._viewers_block([q.viewer_id], rows, now),
-            product_at(static, pcols, now),
+            vblock,
+            pblock,
             EXPOSURE_OVERLAY,
+            self._cross.get((q.viewer_id, q.candidates), [*viewer_rows, *stats], cross),
         )
         p = np.asarray(model.predict(X), dtype=np.float64).ravel().clip(0.0, 1.0)
         scores = p.tolist()

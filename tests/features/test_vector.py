@@ -14,11 +14,13 @@ from features.markets import MARKETS
 from features.tables import PRODUCT_STATS
 from features.vector import (
     CONVERSION,
+    EXPOSURE_OVERLAY,
     NEXT_PRODUCT,
     VIEWER_NOW_COLUMNS,
     assemble,
     assemble_grid,
     assemble_viewers,
+    cross_block,
     local_hour,
     pack_static,
     product_block,
@@ -127,6 +129,41 @@ def test_the_viewer_block_splits_again_into_its_live_part_and_the_time_and_room(
     for v in part.values():
         v.flags.writeable = False
     viewer_now(part, busier, now)
+
+
+def test_cross_features_read_no_time_no_room_and_no_live_product_row(tiny_world: Path) -> None:
+    """cross_block reads a viewer's live part and the products' catalogue and history
+    only: RankProducts may keep it while those rows stay the same, and assemble_grid given
+    the kept block builds the matrix it builds alone, later, in a busier room, with the
+    products' live rows moved on."""
+    vcols, pcols, now = _room_frames(tiny_world)
+    cols = {c: vcols[c].to_numpy() for c in vcols.columns}
+    batch = {
+        c: v for c, v in cols.items() if c.startswith(("viewer_demographics__", "viewer_profile__"))
+    }
+    live = {c: v for c, v in cols.items() if c.startswith("viewer_live__")}
+    room = {c: v for c, v in cols.items() if c.startswith("room_state__")}
+    busier = {c: v * 2.0 if v.dtype == np.float64 else v for c, v in room.items()}
+    product = {c: pcols[c].to_numpy() for c in pcols.columns}
+    moved = {
+        c: np.nan_to_num(v.astype(np.float64)) + 3.0 if c.startswith("product_live__") else v
+        for c, v in product.items()
+    }
+    part = viewer_live(viewer_static(batch), live)
+    later = now + 1800.0
+    kept = cross_block(viewer_block(cols, now), product_block(product, now), EXPOSURE_OVERLAY, True)
+    v, p = viewer_now(part, busier, later), product_block(moved, later)
+    fresh = cross_block(v, p, EXPOSURE_OVERLAY, True)
+    assert list(kept) == list(fresh)
+    for name in fresh:
+        np.testing.assert_array_equal(kept[name], fresh[name], err_msg=name)
+    alone = assemble_grid(NEXT_PRODUCT, v, p, EXPOSURE_OVERLAY)
+    np.testing.assert_array_equal(assemble_grid(NEXT_PRODUCT, v, p, EXPOSURE_OVERLAY, kept), alone)
+    # What moved did reach the matrix: the kept block was not the whole of it.
+    at_first = assemble_grid(
+        NEXT_PRODUCT, viewer_block(cols, now), product_block(product, now), EXPOSURE_OVERLAY
+    )
+    assert not np.array_equal(at_first, alone, equal_nan=True)
 
 
 def test_packed_batch_parts_stack_into_viewer_static_for_any_viewers(tiny_world: Path) -> None:

@@ -392,12 +392,14 @@ def test_a_viewers_live_part_is_kept_while_its_live_row_is_the_same(
     scorer.features.warm_products(list(query.candidates))
     first = asyncio.run(scorer.rank_products_async(query, Deadline.after(5), held))
     kept = scorer._viewer_static.kept_live(viewer)
-    assert kept is not None
+    cross = scorer._cross.kept((viewer, query.candidates))
+    assert kept is not None and cross is not None
     # Ten minutes later, the same live row: the part is kept, the answer a fresh scorer's.
     later = now + 600.0
     scorer.features.clock = lambda: later
     again = asyncio.run(scorer.rank_products_async(query, Deadline.after(5), held))
     assert scorer._viewer_static.kept_live(viewer) is kept
+    assert scorer._cross.kept((viewer, query.candidates)) is cross
     fresh = _scorer(world, tmp_path)
     fresh.features.clock = lambda: later
     fresh.features.warm_products(list(query.candidates))
@@ -409,11 +411,16 @@ def test_a_viewers_live_part_is_kept_while_its_live_row_is_the_same(
     # The viewer acts: a new live row, a new part that says so.
     clicked = dict(rows["viewer_live"][0])
     clicked["clicks"] = float(clicked.get("clicks") or 0.0) + 7.0
+    clicked["cart_products"] = query.candidates[3]
     moved = ViewerRows([clicked], None)
     asyncio.run(scorer.rank_products_async(query, Deadline.after(5), moved))
     rebuilt = scorer._viewer_static.kept_live(viewer)
     assert rebuilt is not kept and rebuilt is not None
     assert rebuilt["clicks"][0] == kept["clicks"][0] + 7.0
+    # The cross features were rebuilt from it: the fourth candidate is now in the cart.
+    carted = scorer._cross.kept((viewer, query.candidates))
+    assert carted is not None and carted is not cross
+    assert carted["in_cart"].tolist() == [float(j == 3) for j in range(len(query.candidates))]
     # A room row that changed is read on every call, the live part kept.
     rows["viewer_live"] = [clicked]
     block = scorer._viewers_block([viewer], rows, later)
