@@ -550,23 +550,7 @@ class Scorer:
             return RankAnswer(*self._popularity(cands, q.top_k, model, missing=rows is None))
         # One viewer x n candidates: the viewer's block is computed once, not n times
         # (assemble_grid equals assemble on the repeated rows; features.vector tests it).
-        pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
-        vblock = self._viewers_block([q.viewer_id], rows, now)
-        pblock = product_at(static, pcols, now)
-
-        def cross() -> Cols:
-            kept = cross_block(vblock, pblock, EXPOSURE_OVERLAY, grid=True)
-            _read_only(kept)
-            return kept
-
-        viewer_rows = [rows[view][0] for view in VIEWER_VIEWS]
-        X = assemble_grid(
-            NEXT_PRODUCT,
-            vblock,
-            pblock,
-            EXPOSURE_OVERLAY,
-            self._cross.get((q.viewer_id, q.candidates), [*viewer_rows, *stats], cross),
-        )
+        X = self._rank_grid(q, rows, stats, now)
         p = np.asarray(model.predict(X), dtype=np.float64).ravel().clip(0.0, 1.0)
         scores = p.tolist()
         top = sorted(range(n), key=lambda i: (-scores[i], cands[i]))[: q.top_k]
@@ -587,6 +571,31 @@ class Scorer:
         if not items:
             items = [(viewer_flags, viewer_age)]
         return RankAnswer(products, self._meta(NEXT_PRODUCT_MODEL, model, items))
+
+    def _rank_grid(
+        self, q: RankProductsQuery, rows: Rows, stats: list[Row | None], now: float
+    ) -> np.ndarray:
+        """The next-product matrix of one viewer x the candidates: the viewer's batch and
+        live parts, the candidates' columns and the cross features kept while their rows
+        are the same objects; the time, the room's row and the products' live rows are
+        read on every call."""
+        pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
+        vblock = self._viewers_block([q.viewer_id], rows, now)
+        pblock = product_at(static, pcols, now)
+
+        def cross() -> Cols:
+            kept = cross_block(vblock, pblock, EXPOSURE_OVERLAY, grid=True)
+            _read_only(kept)
+            return kept
+
+        viewer_rows = [rows[view][0] for view in VIEWER_VIEWS]
+        return assemble_grid(
+            NEXT_PRODUCT,
+            vblock,
+            pblock,
+            EXPOSURE_OVERLAY,
+            self._cross.get((q.viewer_id, q.candidates), [*viewer_rows, *stats], cross),
+        )
 
     def _popularity(
         self, cands: list[str], top_k: int, model: LoadedModel | None, missing: bool

@@ -53,9 +53,9 @@ def _cpu_after_idle(fn: Callable[[], Any], n: int, gap_s: float) -> dict[str, fl
 SEQUENCE = (
     "2 validation",
     "3 product_stats (cache)",
-    "4d   store reads in place, as served (row caches)",
+    "4d   store reads in place, as served (row caches, live row held)",
     "5 product columns from rows (cached)",
-    "6 assemble: viewer block (batch part kept), product block, grid",
+    "6 assemble: viewer block, product block, grid (parts kept as served)",
     "7 ONNX predict (50 rows)",
     "8 top-k sort",
     "9 reasons: contributions (10 rows, path explainer)",
@@ -105,8 +105,9 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
     from service.cli import build_app
     from service.domain import Deadline, RankAnswer
     from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
+    from service.ingest.rooms import ViewerRows
     from service.reasons import explain_rows
-    from service.scoring import ProductColumns
+    from service.scoring import ProductColumns, _without_held
     from service.settings import NEXT_PRODUCT_MODEL
 
     # No aggregator here: the profile is of the scoring path alone.
@@ -140,8 +141,7 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
         )
 
         def assemble() -> Any:
-            v = scorer._viewers_block([q.viewer_id], rows, now)
-            return assemble_grid(NEXT_PRODUCT, v, product_at(pstatic, pcols, now), EXPOSURE_OVERLAY)
+            return scorer._rank_grid(q, rows, stats, now)
 
         X = assemble_grid(NEXT_PRODUCT, vb, pblock, EXPOSURE_OVERLAY)
         p = np.clip(np.asarray(model.predict(X), dtype=np.float64).ravel(), 0.0, 1.0)
@@ -150,8 +150,17 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
         contrib = model.contributions(X[top])
         answer: RankAnswer = scorer._rank(q, now, stats, True, rows)
 
+        # The viewer's live row held, as the process that owns live state holds it in its
+        # fold (one row object until the viewer's next event): what the server reads.
+        held = ViewerRows([rows[VIEWER_LIVE.name][0]], None)
+
         async def served() -> Any:
-            return convert.ranked(await scorer.rank_products_async(q, deadline()))
+            return convert.ranked(await scorer.rank_products_async(q, deadline(), held))
+
+        def read_in_place() -> Any:
+            request = scorer._rank_request(q)
+            _without_held(request, held)
+            return feats._read_all(request)
 
         reader = feats.reader
         stages: dict[str, Callable[[], Any]] = {
@@ -161,9 +170,7 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
             "4 store reads, pooled fetch (one thread hop)": lambda: feats.fetch(
                 scorer._rank_request(q), deadline()
             ),
-            "4d   store reads in place, as served (row caches)": lambda: feats._read_all(
-                scorer._rank_request(q)
-            ),
+            "4d   store reads in place, as served (row caches, live row held)": read_in_place,
             "4a   viewer_live read (1 row, uncached)": lambda: reader.read(
                 VIEWER_LIVE.name, [(q.viewer_id, q.room_id)]
             ),
@@ -180,7 +187,7 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
             "5a   product columns, rebuilt (live rows refreshed)": lambda: ProductColumns().get(
                 q.candidates, stats, live
             ),
-            "6 assemble: viewer block (batch part kept), product block, grid": assemble,
+            "6 assemble: viewer block, product block, grid (parts kept as served)": assemble,
             "7 ONNX predict (50 rows)": lambda: model.predict(X),
             "8 top-k sort": lambda: sorted(range(nc), key=lambda i: (-scores[i], cands[i]))[
                 : q.top_k
