@@ -95,6 +95,17 @@ def test_the_viewer_block_splits_into_its_batch_part_and_the_rest(tiny_world: Pa
     assert np.isfinite(split["tenure_days"]).any()
 
 
+def _by_source(
+    cols: dict[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A viewer's columns split as serving reads them: batch views, live row, room row."""
+
+    def of(*views: str) -> dict[str, np.ndarray]:
+        return {c: v for c, v in cols.items() if c.startswith(views)}
+
+    return of("viewer_demographics__", "viewer_profile__"), of("viewer_live__"), of("room_state__")
+
+
 def test_the_viewer_block_splits_again_into_its_live_part_and_the_time_and_room(
     tiny_world: Path,
 ) -> None:
@@ -104,11 +115,7 @@ def test_the_viewer_block_splits_again_into_its_live_part_and_the_time_and_room(
     then change are VIEWER_NOW_COLUMNS alone."""
     vcols, _, now = _room_frames(tiny_world)
     cols = {c: vcols[c].to_numpy() for c in vcols.columns}
-    batch = {
-        c: v for c, v in cols.items() if c.startswith(("viewer_demographics__", "viewer_profile__"))
-    }
-    live = {c: v for c, v in cols.items() if c.startswith("viewer_live__")}
-    room = {c: v for c, v in cols.items() if c.startswith("room_state__")}
+    batch, live, room = _by_source(cols)
     assert live and room
     part = viewer_live(viewer_static(batch), live)
     for at in (now, now + 3600.0 * 7.5):
@@ -138,11 +145,7 @@ def test_cross_features_read_no_time_no_room_and_no_live_product_row(tiny_world:
     products' live rows moved on."""
     vcols, pcols, now = _room_frames(tiny_world)
     cols = {c: vcols[c].to_numpy() for c in vcols.columns}
-    batch = {
-        c: v for c, v in cols.items() if c.startswith(("viewer_demographics__", "viewer_profile__"))
-    }
-    live = {c: v for c, v in cols.items() if c.startswith("viewer_live__")}
-    room = {c: v for c, v in cols.items() if c.startswith("room_state__")}
+    batch, live, room = _by_source(cols)
     busier = {c: v * 2.0 if v.dtype == np.float64 else v for c, v in room.items()}
     product = {c: pcols[c].to_numpy() for c in pcols.columns}
     moved = {
