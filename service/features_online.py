@@ -312,7 +312,13 @@ class OnlineFeatures:
                 self.reader.read(PRODUCT_STATS.name, [(p,) for p in ids[start : start + 500]])
             )
         with self._products_lock:
-            self._products.update(zip(ids, rows, strict=True))
+            cache = self._products
+            for pid, row in zip(ids, rows, strict=True):
+                old = cache.get(pid)
+                # A row read again unchanged keeps its object: what scoring built from it
+                # (product columns, cross features) is kept while its rows are the same
+                # objects, and stays valid through the refresh.
+                cache[pid] = old if old is not None and old == row else row
         return sum(r is not None for r in rows)
 
     def refresh_products(self) -> None:

@@ -248,6 +248,9 @@ class ViewerStatic:
     (ScoreConversion, RecommendNextProduct) find each viewer as one packed row
     (:func:`features.vector.pack_static`, about 0.4 KB; an LRU of ``size``), stack them and
     convert only the viewers not kept.
+
+    A call about one viewer also finds the viewer's live part (:meth:`with_live`), kept
+    while the viewer's live row is the same object too (an LRU of ``one_size``).
     """
 
     def __init__(self, size: int = 100_000, one_size: int = 4096) -> None:
@@ -379,7 +382,8 @@ class Scorer:
         self._viewer_static = ViewerStatic(settings.viewer_cache_size)
         #: RankProducts' cross features of (viewer, candidates), kept while the viewer's
         #: batch and live rows and the candidates' product_stats rows are the same objects
-        #: (:func:`features.vector.cross_block` reads nothing else of theirs).
+        #: (:func:`features.vector.cross_block` reads nothing else of theirs): about 5 KB
+        #: an entry, plus the rows it holds until it is used again or falls out.
         self._cross: _KeptWhileSame[tuple[str, tuple[str, ...]], Cols] = _KeptWhileSame(4096)
 
     # -- helpers -----------------------------------------------------------------------
