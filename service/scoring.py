@@ -298,7 +298,7 @@ class ViewerStatic:
         def build() -> Cols:
             static = self.get([viewer_id], [demographics], [profile])
             part = viewer_live(static, view_columns(VIEWER_LIVE.name, [live]))
-            _read_only(part)
+            _read_only({k: v for k, v in part.items() if k not in static})
             return part
 
         return self._live.get(viewer_id, [demographics, profile, live], build)
@@ -440,12 +440,15 @@ class Scorer:
         )
         return stale, ages
 
-    def _viewers_block(self, viewers: Sequence[str], rows: Rows, now: float) -> Cols:
-        """:func:`features.vector.viewer_block` of ``viewers``, their batch parts kept."""
+    def _viewers_block(
+        self, viewers: Sequence[str], rows: Rows, now: float, keep_live: bool = False
+    ) -> Cols:
+        """:func:`features.vector.viewer_block` of ``viewers``, their batch parts kept; with
+        ``keep_live`` (one viewer whose live row the fold holds) its live part kept too."""
         n = len(viewers)
         # The room's row, converted once and repeated for every viewer.
         room = view_columns(ROOM_STATE.name, rows[ROOM_STATE.name][:1])
-        if n == 1:
+        if n == 1 and keep_live:
             part = self._viewer_static.with_live(
                 viewers[0],
                 rows[VIEWER_DEMOGRAPHICS.name][0],
@@ -457,7 +460,7 @@ class Scorer:
             viewers, rows[VIEWER_DEMOGRAPHICS.name], rows[VIEWER_PROFILE.name]
         )
         cols = view_columns(VIEWER_LIVE.name, rows[VIEWER_LIVE.name])
-        cols.update({c: np.repeat(v, n) for c, v in room.items()})
+        cols.update(room if n == 1 else {c: np.repeat(v, n) for c, v in room.items()})
         return viewer_at(static, cols, now)
 
     # -- ScoreConversion ---------------------------------------------------------------
@@ -532,7 +535,10 @@ class Scorer:
         request = self._rank_request(q)
         unheld = _without_held(request, live)
         rows = _with_held(await self.features.fetch_async(request, deadline), live, unheld)
-        return self._rank(q, now, stats, True, rows)
+        # A live row from the store is a new object on every read: keeping what is built
+        # from it would only cost; one the fold holds stays the same until the next event.
+        held = live is not None and live.viewer_live[0] is not None
+        return self._rank(q, now, stats, True, rows, held)
 
     def _rank_request(self, q: RankProductsQuery) -> Request:
         request = self.features.viewer_request([q.viewer_id], q.room_id)
@@ -546,6 +552,7 @@ class Scorer:
         stats: list[Row | None],
         stats_ok: bool,
         rows: Rows | None,
+        held: bool = False,
     ) -> RankAnswer:
         model = self.models.get(NEXT_PRODUCT_MODEL)
         cands = list(q.candidates)
@@ -554,7 +561,7 @@ class Scorer:
             return RankAnswer(*self._popularity(cands, q.top_k, model, missing=rows is None))
         # One viewer x n candidates: the viewer's block is computed once, not n times
         # (assemble_grid equals assemble on the repeated rows; features.vector tests it).
-        X = self._rank_grid(q, rows, stats, now)
+        X = self._rank_grid(q, rows, stats, now, held)
         p = np.asarray(model.predict(X), dtype=np.float64).ravel().clip(0.0, 1.0)
         scores = p.tolist()
         top = sorted(range(n), key=lambda i: (-scores[i], cands[i]))[: q.top_k]
@@ -577,15 +584,23 @@ class Scorer:
         return RankAnswer(products, self._meta(NEXT_PRODUCT_MODEL, model, items))
 
     def _rank_grid(
-        self, q: RankProductsQuery, rows: Rows, stats: list[Row | None], now: float
+        self,
+        q: RankProductsQuery,
+        rows: Rows,
+        stats: list[Row | None],
+        now: float,
+        held: bool = True,
     ) -> np.ndarray:
-        """The next-product matrix of one viewer x the candidates: the viewer's batch and
-        live parts, the candidates' columns and the cross features kept while their rows
-        are the same objects; the time, the room's row and the products' live rows are
-        read on every call."""
+        """The next-product matrix of one viewer x the candidates: the viewer's batch part
+        and the candidates' columns kept while their rows are the same objects, and with
+        ``held`` (the viewer's live row is the fold's) its live part and the cross
+        features too; the time, the room's row and the products' live rows are read on
+        every call."""
         pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
-        vblock = self._viewers_block([q.viewer_id], rows, now)
+        vblock = self._viewers_block([q.viewer_id], rows, now, keep_live=held)
         pblock = product_at(static, pcols, now)
+        if not held:
+            return assemble_grid(NEXT_PRODUCT, vblock, pblock, EXPOSURE_OVERLAY)
 
         def cross() -> Cols:
             kept = cross_block(vblock, pblock, EXPOSURE_OVERLAY, grid=True)

@@ -405,7 +405,7 @@ def test_a_viewers_live_part_is_kept_while_its_live_row_is_the_same(
     fresh.features.warm_products(list(query.candidates))
     assert again == asyncio.run(fresh.rank_products_async(query, Deadline.after(5), held))
     rows["viewer_live"] = held.viewer_live
-    at_first, at_later = (scorer._viewers_block([viewer], rows, t) for t in (now, later))
+    at_first, at_later = (scorer._viewers_block([viewer], rows, t, True) for t in (now, later))
     assert at_later["dwell_min"][0] == pytest.approx(at_first["dwell_min"][0] + 10.0)
     assert first.products and scorer._viewer_static.kept_live(viewer) is kept
     # The viewer acts: a new live row, a new part that says so.
@@ -423,14 +423,20 @@ def test_a_viewers_live_part_is_kept_while_its_live_row_is_the_same(
     assert carted["in_cart"].tolist() == [float(j == 3) for j in range(len(query.candidates))]
     # A room row that changed is read on every call, the live part kept.
     rows["viewer_live"] = [clicked]
-    block = scorer._viewers_block([viewer], rows, later)
+    block = scorer._viewers_block([viewer], rows, later, True)
     room = rows["room_state"][0]
     assert room is not None
     busier = dict(room, viewers_present=12345.0)
     rows["room_state"] = [busier]
-    assert scorer._viewers_block([viewer], rows, later)["room_viewers_present"][0] == 12345.0
+    assert scorer._viewers_block([viewer], rows, later, True)["room_viewers_present"][0] == 12345.0
     assert block["room_viewers_present"][0] != 12345.0
     assert scorer._viewer_static.kept_live(viewer) is rebuilt
+    # A live row read from the store (a new object every read) is never kept.
+    other = world.present[1]
+    query = RankProductsQuery(world.room, other, tuple(world.products[:20]), top_k=5)
+    read = asyncio.run(scorer.rank_products_async(query, Deadline.after(5)))
+    assert read.products and scorer._viewer_static.kept_live(other) is None
+    assert scorer._cross.kept((other, query.candidates)) is None
 
 
 def test_many_viewers_batch_parts_are_kept_and_stacked_as_viewer_static(
