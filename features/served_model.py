@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,6 +80,7 @@ class ServedModel:
         self._session = session
         self._booster: Any = None
         self._explainer: PathExplainer | None = None
+        self._branch_keys: BranchKeys | None = None
         self._bulk: cf.ThreadPoolExecutor | None = None
 
     @classmethod
@@ -153,6 +154,17 @@ class ServedModel:
                 )
             self._explainer = explainer
         return self._explainer
+
+    def branch_keys(self) -> BranchKeys | None:
+        """Keys under every split of the served graph and of the explainer's leaf graph
+        (:class:`BranchKeys`): rows with equal keys get the same score and the same
+        contributions. ``None`` if the graph reads its input other than by splits."""
+        if self._branch_keys is None:
+            import onnx
+
+            graphs = [onnx.load(str(self.directory / MODEL_FILE)), self.explainer().leaf_graph]
+            self._branch_keys = BranchKeys.of_graphs(graphs, len(self.columns))
+        return self._branch_keys
 
     def contributions(self, X: np.ndarray, top: int = 3) -> list[list[Reason]]:
         """Per row, the ``top`` features that pushed the score up most (SHAP, log-odds)."""
@@ -257,6 +269,11 @@ class PathExplainer:
         self._leaf_base = self._trees * width
         self._leaves = _LeafReader(booster, len(trees), n_features)
 
+    @property
+    def leaf_graph(self) -> Any:
+        """The ONNX graph :meth:`leaves` runs."""
+        return self._leaves.graph
+
     def leaves(self, X: np.ndarray) -> np.ndarray:
         """(rows, trees) leaf index of each row in each tree."""
         return self._leaves(X)
@@ -318,6 +335,132 @@ class PathExplainer:
         )
 
 
+#: The ONNX split rules :class:`BranchKeys` stands for: each compares a value with a threshold.
+BRANCH_MODES = frozenset(
+    {"BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ"}
+)
+_TREE_OPS = frozenset({"TreeEnsembleRegressor", "TreeEnsembleClassifier"})
+
+
+class BranchKeys:
+    """Which side of every split of a tree ensemble each value of a row falls on: one key
+    per row, equal for two rows only if they take the same branch at every node.
+
+    A tree compares a value with its split's threshold (``<=``, ``<``, ``==``, ...) or
+    finds it missing (NaN) and nothing else, so what decides a row's leaves is, per
+    feature, where its value stands among that feature's thresholds: below all, equal to
+    the k-th, strictly between the k-th and the next, above all, or NaN. The key of a
+    value is that position, ``2 * (thresholds strictly below it) + (1 if it equals
+    one)``. Two rows with equal keys reach the same leaf of every tree, so the served
+    graph gives them the same score bit for bit and the path explainer the same
+    contributions: what :class:`service.models.KeptScores` relies on to score a row once.
+
+    Exact by construction, for float32 values as the graph reads them: ``-0.0`` is
+    read as ``0.0`` (they compare equal); every feature gets ``-inf`` and ``+inf`` as
+    thresholds too, so infinities have their own keys and NaN (whose bits order
+    outside them) never shares a key with a number.
+    """
+
+    def __init__(self, thresholds: list[np.ndarray]) -> None:
+        #: Per feature, its sorted thresholds as ordered integers, offset by the feature
+        #: (``j << 34``): one sorted array and one ``searchsorted`` for a whole matrix.
+        self.n_features = len(thresholds)
+        self._offset = np.arange(self.n_features, dtype=np.int64) << 34
+        codes = []
+        for j, t in enumerate(thresholds):
+            t = np.asarray(t, dtype=np.float32) + np.float32(0.0)
+            t = np.unique(
+                np.concatenate([t[t == t], np.array([-np.inf, np.inf], dtype=np.float32)])
+            )
+            twice = _ordered(t) << 1
+            codes.append(self._offset[j] + np.stack([twice, twice + 1], axis=1).ravel())
+        self._codes = np.concatenate(codes)
+        #: Positions fit 16 bits for any model of a few thousand splits: shorter keys.
+        self._dtype = np.dtype(np.uint16 if len(self._codes) <= 0xFFFF else np.int32)
+        #: (rows, the columns that vary) -> the offsets of one search of such a matrix.
+        self._layouts: dict[tuple[int, bytes], np.ndarray] = {}
+
+    @classmethod
+    def of_graphs(cls, models: list[Any], n_features: int) -> BranchKeys | None:
+        """Keys under the splits of all of ``models`` (ONNX graphs) at once, for graphs
+        whose only readers of their input are tree ensembles that compare values with
+        thresholds; ``None`` if any graph reads it otherwise (nothing to key)."""
+        per_feature: list[list[float]] = [[] for _ in range(n_features)]
+        for model in models:
+            if not cls._thresholds(model.graph, per_feature):
+                return None
+        return cls([np.asarray(v, dtype=np.float32) for v in per_feature])
+
+    @staticmethod
+    def _thresholds(graph: Any, per_feature: list[list[float]]) -> bool:
+        n_features = len(per_feature)
+        (source,) = [i.name for i in graph.input]
+        for node in graph.node:
+            if source not in node.input:
+                continue
+            if node.op_type not in _TREE_OPS:
+                return False  # the input reaches the output by another way than splits
+            attrs = {a.name: a for a in node.attribute}
+            if "nodes_values" not in attrs:
+                return False  # thresholds as a tensor (double): not read here
+            modes = [m.decode() for m in attrs["nodes_modes"].strings]
+            features = attrs["nodes_featureids"].ints
+            values = attrs["nodes_values"].floats
+            for mode, j, value in zip(modes, features, values, strict=True):
+                if mode == "LEAF":
+                    continue
+                if mode not in BRANCH_MODES or not 0 <= j < n_features:
+                    return False
+                per_feature[j].append(value)
+        return True
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """(rows, features) integers: each value's position among its feature's
+        thresholds (offset by the positions of the features before it)."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"expected (n, {self.n_features}) features, got {X.shape}")
+        n, f = X.shape
+        if n < 2:
+            return self._search(X, self._offset)
+        # A column with one value in every row (one viewer's columns over the candidates)
+        # is searched once, with the first row: the search is most of the cost.
+        bits = X.view(np.uint32)
+        varies = np.flatnonzero((bits != bits[0]).any(axis=0))
+        if 2 * len(varies) > f:
+            return self._search(X, self._offset)
+        layout = (n, varies.tobytes())
+        offset = self._layouts.get(layout)
+        if offset is None:
+            if len(self._layouts) >= 64:
+                self._layouts.clear()
+            offset = np.concatenate([self._offset, np.tile(self._offset[varies], n)])
+            self._layouts[layout] = offset
+        found = self._search(np.concatenate([X[0], X[:, varies].ravel()]), offset)
+        out = np.empty(X.shape, dtype=self._dtype)
+        out[:] = found[:f]
+        out[:, varies] = found[f:].reshape(n, len(varies))
+        return out
+
+    def _search(self, X: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        code = np.left_shift(_ordered(X + np.float32(0.0)), 1) + offset
+        return self._codes.searchsorted(code, side="right").astype(self._dtype)
+
+    def rows(self, X: np.ndarray) -> list[bytes]:
+        """One key per row of ``X`` (its positions' bytes), for a dict."""
+        keys = np.ascontiguousarray(self(X))
+        rows = keys.view(np.dtype((np.void, keys.strides[0]))).ravel().tolist()
+        return cast(list[bytes], rows)  # a void row's item is its bytes
+
+
+def _ordered(x: np.ndarray) -> np.ndarray:
+    """float32 values as integers in the same order (IEEE bits, signed, with a negative
+    value's other bits flipped), NaN outside the infinities."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.int32)
+    # The usual trick on the signed bits: a negative float's other 31 bits flipped.
+    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)
+
+
 def as_regression(model_text: str) -> str:
     """A LightGBM model text read as a regression: the same trees, whose converted ONNX
     ensemble then yields the raw sum of leaf values (the margin) with no link function."""
@@ -373,6 +516,8 @@ class _LeafReader:
             helper.make_tensor_value_info(ensemble.output[0], TensorProto.FLOAT, [None, n_trees])
         )
         self._output = ensemble.output[0]
+        #: The graph run, whose splits :class:`BranchKeys` must key too.
+        self.graph = model
         self._session = _session(model.SerializeToString(), 1)
         self._n_features = n_features
 

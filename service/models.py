@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from features.served_model import BranchKeys
 from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
 
@@ -60,18 +61,147 @@ class ModelSource(Protocol):
 Loader = Callable[[Path], ScoringModel]
 
 
+class _Generations:
+    """A dict of at most ``size`` entries in two generations: new entries go to the young
+    one; when it holds ``size // 2`` it becomes the old one and the old one is forgotten
+    whole; an entry found in the old one moves back to the young. (Evicting one entry at
+    a time from a dict's front is quadratic: see ``service.reasons``.) Safe enough from
+    several threads under the GIL: a lookup racing a turnover only misses."""
+
+    __slots__ = ("_half", "old", "young")
+
+    def __init__(self, size: int) -> None:
+        self._half = max(1, size // 2)
+        self.young: dict[bytes, Any] = {}
+        self.old: dict[bytes, Any] = {}
+
+    def lookup(self, keys: list[bytes]) -> tuple[list[Any], list[int]]:
+        """The value of each key (``None`` where none is kept) and where none is."""
+        found = list(map(self.young.get, keys))
+        miss = [i for i, value in enumerate(found) if value is None]
+        if miss and self.old:
+            old, still = self.old, []
+            for i in miss:
+                value = old.get(keys[i])
+                if value is None:
+                    still.append(i)
+                else:
+                    found[i] = value
+                    self.put(keys[i], value)
+            miss = still
+        return found, miss
+
+    def put(self, key: bytes, value: Any) -> None:
+        if len(self.young) >= self._half:
+            self.old, self.young = self.young, {}
+        self.young[key] = value
+
+
+class KeptScores:
+    """A model's scores and contributions of the rows it has already scored, by their
+    :class:`~features.served_model.BranchKeys` key.
+
+    Two rows with the same key reach the same leaf of every tree, so the served graph
+    gives them the same score and the path explainer the same contributions, bit for
+    bit (and the graph scores each row alone: the same bits in any batch). A viewer's
+    overlay asked again, with only the time and the room's counts moved since, mostly
+    crosses no split: its rows are then looked up instead of run through ONNX Runtime
+    and the explainer, and only the rows whose key moved are scored. Scores and
+    contributions are kept apart (contributions only for the rows a call explains), each
+    in two generations (:class:`_Generations`) of plain floats and read-only arrays,
+    which the garbage collector does not walk.
+    """
+
+    def __init__(self, keys: BranchKeys, rows: int) -> None:
+        self.keys = keys
+        self._scores = _Generations(rows)
+        self._contrib = _Generations(max(1, rows // 4))
+        #: Rows whose score was looked up, and rows scored by the model (plain counts).
+        self.looked_up = 0
+        self.scored = 0
+
+    def scores(
+        self, X: np.ndarray, predict: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[np.ndarray, list[bytes]]:
+        """float64 (rows,): ``predict(X)``'s values, kept ones looked up; and the row keys."""
+        keys = self.keys.rows(X)
+        found, miss = self._scores.lookup(keys)
+        self.looked_up += len(keys) - len(miss)
+        self.scored += len(miss)
+        if miss:
+            got = np.asarray(predict(X if len(miss) == len(keys) else X[miss])).ravel()
+            for i, value in zip(miss, got.tolist(), strict=True):
+                found[i] = value
+                self._scores.put(keys[i], value)
+        return np.array(found, dtype=np.float64), keys
+
+    def contributions(
+        self, X: np.ndarray, keys: list[bytes], explain: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray:
+        """(rows, features): ``explain(X)``'s rows, kept ones looked up (``keys`` are
+        ``X``'s, from :meth:`scores`)."""
+        found, miss = self._contrib.lookup(keys)
+        if miss:
+            got = np.asarray(explain(X if len(miss) == len(keys) else X[miss]), np.float64)
+            for i, row in zip(miss, got, strict=True):
+                row = row.copy()  # not a view that would keep the whole batch alive
+                row.flags.writeable = False
+                found[i] = row
+                self._contrib.put(keys[i], row)
+        if not found:
+            return np.zeros((0, self.keys.n_features))
+        return np.array(found, dtype=np.float64)
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
     name: str
     version: str
     model: ScoringModel
     spec: ModelSpec
+    #: Rows whose scores are kept by branch key (:class:`KeptScores`); 0 keeps none.
+    kept_rows: int = 0
     _most_split: dict[tuple[tuple[str, ...], int], list[str]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _kept: KeptScores | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        branch_keys = getattr(self.model, "branch_keys", None)
+        if branch_keys is None or self.kept_rows <= 0:
+            return
+        try:
+            keys = branch_keys()
+        except Exception:
+            log.exception("model %s v%s: no branch keys, scores not kept", self.name, self.version)
+            return
+        if keys is not None:
+            object.__setattr__(self, "_kept", KeptScores(keys, self.kept_rows))
+
+    @property
+    def kept(self) -> KeptScores | None:
+        """What this model keeps of the rows it scored (``None``: nothing)."""
+        return self._kept
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.model.predict(X)
+
+    def predict_kept(self, X: np.ndarray) -> tuple[np.ndarray, list[bytes] | None]:
+        """float64 scores of ``X``, as :meth:`predict`, with the scores of rows whose
+        branch keys were scored before looked up (:class:`KeptScores`); and the rows'
+        keys for :meth:`contributions_kept` (``None`` when this model keeps nothing)."""
+        if self._kept is None:
+            return np.asarray(self.model.predict(X), dtype=np.float64).ravel(), None
+        return self._kept.scores(X, self.model.predict)
+
+    def contributions_kept(self, X: np.ndarray, keys: list[bytes] | None) -> np.ndarray | None:
+        """:meth:`contributions`, with kept rows looked up by their ``keys``."""
+        if self._kept is None or keys is None:
+            return self.contributions(X)
+        explainer = getattr(self.model, "explainer", None)
+        if explainer is None:
+            return None
+        return self._kept.contributions(X, keys, explainer().contributions)
 
     def contributions(self, X: np.ndarray) -> np.ndarray | None:
         """Per-feature contributions (rows, features), log-odds, signed; ``None`` if the
@@ -232,6 +362,7 @@ class ModelRegistry:
         self._current: dict[str, LoadedModel] = {}
         self._refused: dict[str, str] = {}
         self._lock = threading.Lock()  # one load at a time; reads never take it
+        self.kept_rows = settings.score_kept_rows
         self.on_swap: Callable[[LoadedModel], None] | None = None
 
     def get(self, name: str) -> LoadedModel | None:
@@ -303,7 +434,7 @@ class ModelRegistry:
                 )
                 return "refused"
             self._set_current(name, version)
-            self._swap(LoadedModel(name, version, model, SPECS[name]))
+            self._swap(self._loaded(name, version, model))
             self._prune(name)
         return "swapped"
 
@@ -325,7 +456,13 @@ class ModelRegistry:
             version,
             directory,
         )
-        self._swap(LoadedModel(name, version, model, SPECS[name]))
+        self._swap(self._loaded(name, version, model))
+
+    def _loaded(self, name: str, version: str, model: ScoringModel) -> LoadedModel:
+        # RankProducts' rows are kept by branch key; the room calls score thousands of
+        # rows at once, where a lookup per row would cost more than ONNX Runtime.
+        kept = self.kept_rows if name == NEXT_PRODUCT_MODEL else 0
+        return LoadedModel(name, version, model, SPECS[name], kept)
 
     def _swap(self, loaded: LoadedModel) -> None:
         old = self._current.get(loaded.name)

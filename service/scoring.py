@@ -562,10 +562,15 @@ class Scorer:
         # One viewer x n candidates: the viewer's block is computed once, not n times
         # (assemble_grid equals assemble on the repeated rows; features.vector tests it).
         X = self._rank_grid(q, rows, stats, now, held)
-        p = np.asarray(model.predict(X), dtype=np.float64).ravel().clip(0.0, 1.0)
-        scores = p.tolist()
+        # Rows that take the same branches as rows scored before are looked up (exact).
+        p, keys = model.predict_kept(X)
+        scores = p.clip(0.0, 1.0).tolist()
         top = sorted(range(n), key=lambda i: (-scores[i], cands[i]))[: q.top_k]
-        contrib = model.contributions(X[top]) if self.s.reasons_per_item and top else None
+        contrib = (
+            model.contributions_kept(X[top], keys and [keys[i] for i in top])
+            if self.s.reasons_per_item and top
+            else None
+        )
         reasons = explain_rows(NEXT_PRODUCT.columns, X[top], contrib, self.s.reasons_per_item)
         ((viewer_flags, viewer_age),) = self._viewers_flags(rows, 1, now)
         live = rows[PRODUCT_LIVE.name]

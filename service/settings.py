@@ -163,6 +163,15 @@ class ServiceSettings(FeatureSettings):
     viewer_cache_size: int = Field(
         default=100_000, gt=0, description="Most viewers' batch rows kept in memory (LRU)."
     )
+    score_kept_rows: int = Field(
+        default=262_144,
+        ge=0,
+        description=(
+            "Most RankProducts rows whose next-product score is kept by the branches they "
+            "take in the trees (exact: such rows score the same bits); 0 keeps none. A "
+            "room of 2,000 viewers x 50 candidates asked again in turn needs 100,000."
+        ),
+    )
     live_cache_s: float = Field(
         default=0.25,
         ge=0,

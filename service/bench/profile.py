@@ -56,12 +56,14 @@ SEQUENCE = (
     "4d   store reads in place, as served (row caches, live row held)",
     "5 product columns from rows (cached)",
     "6 assemble: viewer block, product block, grid (parts kept as served)",
-    "7 ONNX predict (50 rows)",
+    "7 scores: branch keys, kept rows looked up, the rest by ONNX (as served)",
     "8 top-k sort",
-    "9 reasons: contributions (10 rows, path explainer)",
+    "9 reasons: contributions, kept rows looked up (as served)",
     "10 reasons: explain (10 rows at once)",
     "11 protobuf build + serialize (response)",
 )
+#: The key of the share of rows whose next-product score was kept (not run through ONNX).
+KEPT_SHARE = "rows whose score was looked up by branch key, share over these calls"
 #: The key of the per-call sum of the stages run in sequence.
 SEQUENCE_SUM = "sum of stages 2-11 run in sequence, per call"
 
@@ -148,6 +150,8 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
         scores = p.tolist()
         top = sorted(range(nc), key=lambda i: (-scores[i], cands[i]))[: q.top_k]
         contrib = model.contributions(X[top])
+        _, keys = model.predict_kept(X)
+        top_keys = keys and [keys[i] for i in top]
         answer: RankAnswer = scorer._rank(q, now, stats, True, rows)
 
         # The viewer's live row held, as the process that owns live state holds it in its
@@ -188,12 +192,19 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
                 q.candidates, stats, live
             ),
             "6 assemble: viewer block, product block, grid (parts kept as served)": assemble,
-            "7 ONNX predict (50 rows)": lambda: model.predict(X),
+            "7 scores: branch keys, kept rows looked up, the rest by ONNX (as served)": (
+                lambda: model.predict_kept(X)
+            ),
+            "7a   ONNX predict (50 rows, nothing kept)": lambda: model.predict(X),
+            "7b   branch keys alone (50 rows)": lambda: model.kept and model.kept.keys.rows(X),
             "8 top-k sort": lambda: sorted(range(nc), key=lambda i: (-scores[i], cands[i]))[
                 : q.top_k
             ],
-            "9 reasons: contributions (10 rows, path explainer)": lambda: model.contributions(
-                X[top]
+            "9 reasons: contributions, kept rows looked up (as served)": (
+                lambda: model.contributions_kept(X[top], top_keys)
+            ),
+            "9a   contributions (10 rows, path explainer, nothing kept)": (
+                lambda: model.contributions(X[top])
             ),
             "10 reasons: explain (10 rows at once)": lambda: explain_rows(
                 NEXT_PRODUCT.columns, X[top], contrib, s.reasons_per_item
@@ -208,6 +219,8 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
                 loop.run_until_complete(served()).SerializeToString()
             ),
         }
+        kept = model.kept
+        before = (kept.looked_up, kept.scored) if kept else (0, 0)
         out = {name: _time(fn, n) for name, fn in stages.items()}
         steps = [(name, stages[name]) for name in SEQUENCE]
         for name, timing in _in_sequence(steps, n).items():
@@ -217,6 +230,11 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
             out[f"CPU as served, {gap_ms} ms idle before each call"] = _cpu_after_idle(
                 as_served, max(50, n // 5), gap_ms / 1000.0
             )
+        if kept is not None:
+            # Over every call above (the time moves between them, as between a viewer's
+            # overlay refreshes): the share of rows whose score was looked up.
+            looked_up, scored = kept.looked_up - before[0], kept.scored - before[1]
+            out[KEPT_SHARE] = {"share": looked_up / max(1, looked_up + scored)}
         return out
     finally:
         loop.close()

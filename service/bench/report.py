@@ -394,6 +394,9 @@ def profile_markdown(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
     ]
     for name, v in prof.items():
+        if "share" in v:
+            lines.append(f"| {name} | {v['share']:.1%} | | |")
+            continue
         alone = f"{v['p50_us']:.0f} | {v['p99_us']:.0f}" if "p50_us" in v else " | "
         seq = f"{v['seq_p50_us']:.0f}" if "seq_p50_us" in v else ""
         lines.append(f"| {name} | {alone} | {seq} |")

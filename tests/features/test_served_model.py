@@ -1,12 +1,16 @@
-"""The path explainer: exact decomposition of the margin, cheap per row."""
+"""The path explainer (exact decomposition of the margin, cheap per row) and the branch
+keys (rows that take the same branches everywhere)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pytest
 
-from features.served_model import PathExplainer
+from features.served_model import BranchKeys, PathExplainer, ServedModel
 
 
 def test_path_contributions_add_up_to_the_margin_and_track_shap() -> None:
@@ -94,3 +98,130 @@ def test_sparse_contributions_equal_the_dense_leaf_table() -> None:
     dense = ex.table[np.arange(leaves.shape[1])[None, :], leaves].sum(axis=1)
     np.testing.assert_allclose(ex.contributions(rows), dense, rtol=1e-12, atol=1e-12)
     assert ex.contributions(rows[:0]).shape == (0, 8)
+
+
+def test_branch_keys_place_each_value_among_its_features_thresholds() -> None:
+    keys = BranchKeys(
+        [np.array([1.0, 0.0, 1.0], dtype=np.float32), np.array([], dtype=np.float32)]
+    )  # repeats, unsorted
+    negative_nan = np.array([0xFFC00000], dtype=np.uint32).view(np.float32)[0]
+    column = np.array(
+        [negative_nan, -np.inf, -5.0, -0.0, 0.0, 0.5, 1.0, 2.0, np.inf, np.nan], dtype=np.float32
+    )
+    X = np.stack([column, np.zeros_like(column)], axis=1)
+    got = keys(X[::-1])[::-1]  # no row's key depends on the others'
+    # Feature 0's thresholds are -inf, 0, 1, +inf: 2 per threshold strictly below, +1 if equal.
+    assert got[:, 0].tolist() == [0, 1, 2, 3, 3, 4, 5, 6, 7, 8]
+    # Feature 1 (no split): after feature 0's 8 positions; only -inf, numbers, +inf, NaN.
+    assert keys(
+        np.array([[0, -np.inf], [0, -7.0], [0, 3e38], [0, np.inf], [0, np.nan]], dtype=np.float32)
+    )[:, 1].tolist() == [9, 10, 10, 11, 12]
+    # Rows that differ only inside an interval (or by -0.0 against 0.0) share a key.
+    rows = keys.rows(
+        np.array([[0.25, 5.0], [0.75, -1.0], [-0.0, 1.0], [0.0, 2.0]], dtype=np.float32)
+    )
+    assert rows[0] == rows[1] and rows[2] == rows[3] and rows[0] != rows[2]
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        keys(np.zeros((3, 3), dtype=np.float32))
+
+
+def test_branch_keys_search_a_column_alike_in_every_row_once_with_the_same_result() -> None:
+    rng = np.random.default_rng(4)
+    keys = BranchKeys([np.sort(rng.normal(size=k)).astype(np.float32) for k in (5, 0, 9, 3)])
+    grid = rng.normal(size=(40, 4)).astype(np.float32)
+    grid[:, [0, 2]] = grid[0, [0, 2]]  # one viewer's columns over 40 candidates
+    grid[5, 3] = np.nan
+    one_by_one = np.concatenate([keys(row[None, :]) for row in grid])
+    assert np.array_equal(keys(grid), one_by_one)
+    assert np.array_equal(keys(grid), keys(grid))  # the layout kept for the next call
+    alike = np.repeat(grid[:1], 3, axis=0)
+    assert np.array_equal(keys(alike), np.repeat(keys(grid[:1]), 3, axis=0))
+
+
+def _served(tmp: Path, X: np.ndarray, y: np.ndarray) -> ServedModel:
+    from training.export import write_served
+
+    booster = _fit(X, y, leaves=15, rounds=30)
+    calibrator = {"kind": "platt", "a": 1.0, "b": 0.0, "in_graph": True}
+    columns = [f"f{j}" for j in range(X.shape[1])]
+    spec = {"model": "test", "feature_service": "test", "columns": columns}
+    return ServedModel.load(write_served(tmp, booster, calibrator, spec, X[:64]))
+
+
+def _twins(keys: BranchKeys, thresholds: list[np.ndarray], X: np.ndarray, rng: Any) -> np.ndarray:
+    """Each value moved to another value of its interval (a threshold stays put)."""
+    out = X.copy()
+    for j, t in enumerate(thresholds):
+        edges = np.concatenate([[-np.inf], np.unique(t), [np.inf]]).astype(np.float64)
+        x = X[:, j].astype(np.float64)
+        at = np.isin(x, edges) | np.isnan(x)
+        i = np.searchsorted(edges, x[~at])
+        lo, hi = np.maximum(edges[i - 1], -1e6), np.minimum(edges[i], 1e6)
+        moved = lo + (hi - lo) * rng.uniform(0.01, 0.99, size=len(i))
+        moved32 = moved.astype(np.float32)
+        # float32 rounding may land on an edge: keep those values as they were.
+        inside = (moved32 > edges[i - 1]) & (moved32 < edges[i])
+        col = out[:, j]
+        col[np.flatnonzero(~at)[inside]] = moved32[inside]
+    return out
+
+
+def test_rows_with_equal_branch_keys_score_and_explain_the_same_bits(tmp_path: Path) -> None:
+    """What KeptScores relies on: equal keys, same leaves in the served graph and in the
+    explainer's leaf graph, so the same score and contributions; a value moved across a
+    threshold moves the key."""
+    import onnx
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 5)).astype(np.float32)
+    X[rng.uniform(size=X.shape) < 0.1] = np.nan
+    y = np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 1]) * np.nan_to_num(X[:, 2]) > 0.3
+    model = _served(tmp_path, X, y)
+    keys = model.branch_keys()
+    assert keys is not None
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    per_feature: list[list[float]] = [[] for _ in range(5)]
+    assert BranchKeys._thresholds(graph.graph, per_feature)
+    thresholds = [np.asarray(t, dtype=np.float32) for t in per_feature]
+    # Rows on the thresholds themselves, next to them, at the infinities, and -0.0.
+    rows = X[:400].copy()
+    assert sum(len(t) > 0 for t in thresholds) >= 3
+    for j, t in enumerate(thresholds):
+        if not len(t):
+            continue
+        picks = rng.choice(t, size=100)
+        rows[:100, j] = picks
+        rows[100:200, j] = np.nextafter(picks, np.float32(np.inf))
+    rows[200:210] = np.inf
+    rows[210:220] = -np.inf
+    rows[220:230] = -0.0
+    twins = _twins(keys, thresholds, rows, rng)
+    assert (twins != rows).any(axis=1).mean() > 0.5
+    assert keys.rows(twins) == keys.rows(rows)
+    explainer = model.explainer()
+    assert np.array_equal(model.predict(twins), model.predict(rows))
+    assert np.array_equal(explainer.leaves(twins), explainer.leaves(rows))
+    assert np.array_equal(explainer.contributions(twins), explainer.contributions(rows))
+    # One value of a row moved onto the other side of a threshold: another key.
+    j = int(np.argmax([len(t) for t in thresholds]))
+    t = np.sort(thresholds[j])[len(thresholds[j]) // 2]
+    below, above = rows[:2].copy(), rows[:2].copy()
+    below[:, j], above[:, j] = t, np.nextafter(t, np.float32(np.inf))
+    assert keys.rows(below)[0] != keys.rows(above)[0]
+
+
+def test_no_branch_keys_for_a_graph_that_reads_its_input_other_than_by_splits(
+    tmp_path: Path,
+) -> None:
+    from onnx import helper
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(500, 3)).astype(np.float32)
+    model = _served(tmp_path, X, X[:, 0] > 0)
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    assert BranchKeys.of_graphs([graph], 3) is not None
+    graph.graph.node.append(helper.make_node("Abs", ["input"], ["input_abs"]))
+    assert BranchKeys.of_graphs([graph], 3) is None
+    assert model.branch_keys() is not None

@@ -1,10 +1,13 @@
-"""Register a served-model directory in an MLflow store, as training.register does."""
+"""Write a served-model directory and register it in an MLflow store, as training does."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from features.served_model import ServedModel
+from features.vector import ModelSpec
 
 
 def register_served(uri: str, served: Path, name: str) -> str:
@@ -25,3 +28,32 @@ def register_served(uri: str, served: Path, name: str) -> str:
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, "champion", version)
     return version
+
+
+def served_dir(directory: Path, spec: ModelSpec, seed: int) -> Path:
+    """A served directory of a small booster on synthetic rows of ``spec``'s columns
+    (deterministic, one thread): a real artifact whose predictions mean nothing."""
+    import lightgbm as lgb
+
+    from training.export import write_served
+
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 3, size=(2000, len(spec.columns))).astype(np.float32)
+    X[rng.random(X.shape) < 0.05] = np.nan
+    y = np.nan_to_num(X[:, spec.columns.index("carts")]) + rng.normal(0, 1, len(X)) > 2.5
+    params = {
+        "objective": "binary",
+        "deterministic": True,
+        "num_threads": 1,
+        "verbose": -1,
+        "seed": seed,
+        "num_leaves": 7,
+    }
+    booster = lgb.train(params, lgb.Dataset(X, y.astype(int)), num_boost_round=15)
+    calibrator = {"kind": "platt", "a": 1.0, "b": 0.0, "in_graph": True}
+    served = {
+        "model": spec.name,
+        "feature_service": spec.feature_service,
+        "columns": list(spec.columns),
+    }
+    return write_served(directory, booster, calibrator, served, X[:64])

@@ -1,14 +1,18 @@
-"""The model registry: MLflow champions, parity checks, the last good copy."""
+"""The model registry (MLflow champions, parity checks, the last good copy) and the
+scores a served model keeps by branch key."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from service.models import MlflowSource, ModelRegistry
+from features.vector import CONVERSION, NEXT_PRODUCT
+from service.models import SPECS, LoadedModel, MlflowSource, ModelRegistry
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
 from tests.service.fakes import FakeSource, LinearModel, write_artifact
+from tests.service.registry_helpers import served_dir
 
 NAMES = (CONVERSION_MODEL, NEXT_PRODUCT_MODEL)
 
@@ -113,3 +117,96 @@ def test_an_unreachable_mlflow_falls_back_to_the_last_good_copy(tmp_path: Path) 
     assert registry.get(NEXT_PRODUCT_MODEL).version == "5"  # type: ignore[union-attr]
     assert registry.poll()[NEXT_PRODUCT_MODEL].startswith("error")
     assert registry.get(NEXT_PRODUCT_MODEL).version == "5"  # type: ignore[union-attr]
+
+
+def _next_product(tmp: Path, kept_rows: int) -> LoadedModel:
+    from features.served_model import ServedModel
+
+    served = ServedModel.load(served_dir(tmp / "served", NEXT_PRODUCT, seed=3))
+    return LoadedModel(NEXT_PRODUCT_MODEL, "1", served, SPECS[NEXT_PRODUCT_MODEL], kept_rows)
+
+
+def _carts_interval(model: LoadedModel) -> tuple[float, float]:
+    """The widest interval between two split thresholds of ``carts`` in the served graph
+    (the feature the trees use most)."""
+    import onnx
+
+    from features.served_model import BranchKeys
+
+    per_feature: list[list[float]] = [[] for _ in NEXT_PRODUCT.columns]
+    graph = onnx.load(str(model.model.directory / "model.onnx"))  # type: ignore[attr-defined]
+    assert BranchKeys._thresholds(graph.graph, per_feature)
+    t = np.unique(np.array(per_feature[NEXT_PRODUCT.columns.index("carts")], dtype=np.float32))
+    assert len(t) >= 2
+    i = int(np.argmax(np.diff(t)))
+    return float(t[i]), float(t[i + 1])
+
+
+def test_kept_scores_are_the_graphs_own_bits_and_only_rows_that_moved_are_scored(
+    tmp_path: Path,
+) -> None:
+    model = _next_product(tmp_path, kept_rows=1024)
+    kept = model.kept
+    assert kept is not None
+    rng = np.random.default_rng(7)
+    X = rng.uniform(0, 3, size=(50, len(NEXT_PRODUCT.columns))).astype(np.float32)
+    X[:, :40] = X[0, :40]  # one viewer's columns over 50 candidates
+    X[3, 5] = np.nan
+
+    def exact(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        p, keys = model.predict_kept(rows)
+        assert np.array_equal(p, np.asarray(model.predict(rows), dtype=np.float64))
+        top = [0, 3, 7]
+        contrib = model.contributions_kept(rows[top], keys and [keys[i] for i in top])
+        want = model.contributions(rows[top])
+        assert contrib is not None and want is not None
+        assert np.array_equal(contrib, want)
+        return p, contrib
+
+    first = exact(X)
+    assert (kept.scored, kept.looked_up) == (50, 0)
+    # The same rows again: nothing scored.
+    assert np.array_equal(exact(X)[0], first[0])
+    assert (kept.scored, kept.looked_up) == (50, 50)
+    # Every value moved within its interval (the time moved, no split crossed): all kept.
+    lo, hi = _carts_interval(model)
+    carts = NEXT_PRODUCT.columns.index("carts")
+    X[:, carts] = np.float32(lo + 0.3 * (hi - lo))
+    exact(X)
+    scored = kept.scored
+    X[:, carts] = np.float32(lo + 0.6 * (hi - lo))
+    exact(X)
+    assert kept.scored == scored
+    # One candidate's value crosses a split: that row alone is scored again.
+    X[9, carts] = np.nextafter(np.float32(hi), np.float32(np.inf))
+    exact(X)
+    assert kept.scored == scored + 1
+    # A small memory turns over and stays exact.
+    small = _next_product(tmp_path / "small", kept_rows=8)
+    for i in range(0, 50, 5):
+        p, _ = small.predict_kept(X[i : i + 5])
+        assert np.array_equal(p, np.asarray(model.predict(X[i : i + 5]), dtype=np.float64))
+    p, _ = small.predict_kept(X)
+    assert np.array_equal(p, np.asarray(model.predict(X), dtype=np.float64))
+
+
+def test_nothing_is_kept_when_switched_off_or_for_a_model_without_branches(
+    tmp_path: Path,
+) -> None:
+    off = _next_product(tmp_path, kept_rows=0)
+    assert off.kept is None
+    X = np.zeros((4, len(NEXT_PRODUCT.columns)), dtype=np.float32)
+    p, keys = off.predict_kept(X)
+    assert keys is None and np.array_equal(p, np.asarray(off.predict(X), dtype=np.float64))
+    linear = LinearModel(NEXT_PRODUCT.columns, {"carts": 1.0}, 0.0)
+    fake = LoadedModel(NEXT_PRODUCT_MODEL, "1", linear, SPECS[NEXT_PRODUCT_MODEL], 1024)
+    assert fake.kept is None
+    assert fake.predict_kept(X)[1] is None
+
+
+def test_the_registry_keeps_next_product_scores_only(tmp_path: Path) -> None:
+    registry = ModelRegistry(_settings(tmp_path), LinearModel.load, _source(tmp_path))
+    loaded = registry._loaded(NEXT_PRODUCT_MODEL, "1", LinearModel(NEXT_PRODUCT.columns, {}, 0))
+    assert loaded.kept_rows == ServiceSettings().score_kept_rows > 0
+    other = registry._loaded(CONVERSION_MODEL, "1", LinearModel(CONVERSION.columns, {}, 0))
+    assert other.kept_rows == 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
@@ -19,39 +18,12 @@ from service.cli import build_app
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL
 from tests.service.conftest import RPC_S, ServerThread, World, make_settings
-from tests.service.registry_helpers import register_served
-
-
-def _served_dir(directory: Path, spec: ModelSpec, seed: int) -> Path:
-    import lightgbm as lgb
-
-    from training.export import write_served
-
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(0, 3, size=(2000, len(spec.columns))).astype(np.float32)
-    X[rng.random(X.shape) < 0.05] = np.nan
-    y = np.nan_to_num(X[:, spec.columns.index("carts")]) + rng.normal(0, 1, len(X)) > 2.5
-    params = {
-        "objective": "binary",
-        "deterministic": True,
-        "num_threads": 1,
-        "verbose": -1,
-        "seed": seed,
-        "num_leaves": 7,
-    }
-    booster = lgb.train(params, lgb.Dataset(X, y.astype(int)), num_boost_round=15)
-    calibrator = {"kind": "platt", "a": 1.0, "b": 0.0, "in_graph": True}
-    served = {
-        "model": spec.name,
-        "feature_service": spec.feature_service,
-        "columns": list(spec.columns),
-    }
-    return write_served(directory, booster, calibrator, served, X[:64])
+from tests.service.registry_helpers import register_served, served_dir
 
 
 def _register(uri: str, tmp: Path, name: str, spec: ModelSpec, seed: int) -> str:
     """Log and register like training.register does (served files as extra_files)."""
-    served = _served_dir(tmp / f"{name}-{seed}", spec, seed)
+    served = served_dir(tmp / f"{name}-{seed}", spec, seed)
     return register_served(uri, served, name)
 
 
@@ -96,6 +68,39 @@ def test_real_models_answer_every_scoring_rpc(real: ServerThread, world: World) 
     )
     assert nxt.viewers_present == len(world.present)
     assert nxt.products[0].expected_conversions > 0
+
+
+def test_rank_products_asked_again_looks_its_rows_up_and_answers_the_same(
+    real: ServerThread, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = real.app.models.get(NEXT_PRODUCT_MODEL)
+    assert model is not None and model.kept is not None
+    # The time stands still, so no time feature can cross a split between the two asks.
+    now = real.app.features.clock()
+    monkeypatch.setattr(real.app.features, "clock", lambda: now)
+
+    def ask() -> list[pb.RankProductsResponse]:
+        return [
+            real.stub.RankProducts(
+                pb.RankProductsRequest(
+                    room_id=world.room, viewer_id=v, candidate_product_ids=world.products[:30]
+                ),
+                timeout=RPC_S,
+            )
+            for v in world.present[:5]
+        ]
+
+    first = ask()
+    scored, looked_up = model.kept.scored, model.kept.looked_up
+    again = ask()
+    assert model.kept.scored == scored and model.kept.looked_up == looked_up + 5 * 30
+    for a, b in zip(first, again, strict=True):
+        assert [(p.product_id, p.score) for p in a.products] == [
+            (p.product_id, p.score) for p in b.products
+        ]
+        assert [[r.code for r in p.reasons] for p in a.products] == [
+            [r.code for r in p.reasons] for p in b.products
+        ]
 
 
 def test_real_model_hot_swap_follows_the_alias(real: ServerThread, world: World) -> None:
