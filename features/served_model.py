@@ -349,9 +349,12 @@ class BranchKeys:
     A tree compares a value with its split's threshold (``<=``, ``<``, ``==``, ...) or
     finds it missing (NaN) and nothing else, so what decides a row's leaves is, per
     feature, where its value stands among that feature's thresholds: below all, equal to
-    the k-th, strictly between the k-th and the next, above all, or NaN. The key of a
-    value is that position, ``2 * (thresholds strictly below it) + (1 if it equals
-    one)``. Two rows with equal keys reach the same leaf of every tree, so the served
+    the k-th, strictly between the k-th and the next, above all, or NaN: ``2 *
+    (thresholds strictly below it) + (1 if it equals one)``. All features' thresholds
+    stand in one sorted array, so one search places a whole matrix; a value's key is its
+    place in that array modulo 256 (65,536 for a model with over 125 thresholds on a
+    feature), which keeps one feature's places apart: a byte a feature. Two rows with
+    equal keys reach the same leaf of every tree, so the served
     graph gives them the same score bit for bit and the path explainer the same
     contributions: what :class:`service.models.KeptScores` relies on to score a row once.
 
@@ -375,9 +378,14 @@ class BranchKeys:
             twice = _ordered(t) << 1
             codes.append(self._offset[j] + np.stack([twice, twice + 1], axis=1).ravel())
         self._codes = np.concatenate(codes)
-        #: Positions fit 16 bits for any model of a few thousand splits: shorter keys.
-        self._dtype = np.dtype(np.uint16 if len(self._codes) <= 0xFFFF else np.int32)
-        #: (rows, the columns that vary) -> the offsets of one search of such a matrix.
+        #: A feature's places span its codes and one past them: kept modulo a byte (or
+        #: two) they stay apart, so the cast that wraps them is the key.
+        widest = max(len(c) for c in codes) if codes else 0
+        self._dtype = np.dtype(
+            np.uint8 if widest < 0x100 else np.uint16 if widest < 0x10000 else np.int64
+        )
+        #: (rows, the columns that vary) -> the offsets of one search of such a matrix
+        #: (its first row whole, then the columns that vary, row by row).
         self._layouts: dict[tuple[int, bytes], np.ndarray] = {}
 
     @classmethod
@@ -415,8 +423,8 @@ class BranchKeys:
         return True
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        """(rows, features) integers: each value's position among its feature's
-        thresholds (offset by the positions of the features before it)."""
+        """(rows, features) integers: each value's place among all features' thresholds
+        (with the infinities), modulo 256 or 65,536."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected (n, {self.n_features}) features, got {X.shape}")
@@ -436,10 +444,10 @@ class BranchKeys:
                 self._layouts.clear()
             offset = np.concatenate([self._offset, np.tile(self._offset[varies], n)])
             self._layouts[layout] = offset
-        found = self._search(np.concatenate([X[0], X[:, varies].ravel()]), offset)
+        keys = self._search(np.concatenate([X[0], X[:, varies].ravel()]), offset)
         out = np.empty(X.shape, dtype=self._dtype)
-        out[:] = found[:f]
-        out[:, varies] = found[f:].reshape(n, len(varies))
+        out[:] = keys[:f]
+        out[:, varies] = keys[f:].reshape(n, len(varies))
         return out
 
     def _search(self, X: np.ndarray, offset: np.ndarray) -> np.ndarray:

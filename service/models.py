@@ -115,7 +115,9 @@ class KeptScores:
     def __init__(self, keys: BranchKeys, rows: int) -> None:
         self.keys = keys
         self._scores = _Generations(rows)
-        self._contrib = _Generations(max(1, rows // 4))
+        # A row of contributions is ~0.9 KB (88 float64 and its array): only the explained
+        # rows (10 a call), so an eighth of the scores (32,768 rows, ~30 MB by default).
+        self._contrib = _Generations(max(1, rows // 8))
         #: Rows whose score was looked up, and rows scored by the model (plain counts).
         self.looked_up = 0
         self.scored = 0

@@ -112,7 +112,7 @@ def test_branch_keys_place_each_value_among_its_features_thresholds() -> None:
     got = keys(X[::-1])[::-1]  # no row's key depends on the others'
     # Feature 0's thresholds are -inf, 0, 1, +inf: 2 per threshold strictly below, +1 if equal.
     assert got[:, 0].tolist() == [0, 1, 2, 3, 3, 4, 5, 6, 7, 8]
-    # Feature 1 (no split): after feature 0's 8 positions; only -inf, numbers, +inf, NaN.
+    # Feature 1 (no split), past feature 0's 8 places: below -inf, -inf, numbers, +inf, NaN.
     assert keys(
         np.array([[0, -np.inf], [0, -7.0], [0, 3e38], [0, np.inf], [0, np.nan]], dtype=np.float32)
     )[:, 1].tolist() == [9, 10, 10, 11, 12]
@@ -225,3 +225,17 @@ def test_no_branch_keys_for_a_graph_that_reads_its_input_other_than_by_splits(
     graph.graph.node.append(helper.make_node("Abs", ["input"], ["input_abs"]))
     assert BranchKeys.of_graphs([graph], 3) is None
     assert model.branch_keys() is not None
+
+
+def test_branch_keys_take_a_byte_a_feature_then_two() -> None:
+    few = BranchKeys([np.arange(125, dtype=np.float32), np.zeros(1, dtype=np.float32)])
+    # Feature 1's places (254-260) wrap past a byte and stay apart.
+    column = np.array([-np.inf, -1.0, 0.0, 1.0, np.inf, np.nan], dtype=np.float32)
+    wrapped = few(np.stack([np.zeros_like(column), column], axis=1))[:, 1]
+    assert wrapped.tolist() == [255, 0, 1, 2, 3, 4]
+    many = BranchKeys([np.arange(126, dtype=np.float32)])
+    assert few(np.zeros((2, 2), dtype=np.float32)).dtype == np.uint8
+    assert len(few.rows(np.zeros((3, 2), dtype=np.float32))[0]) == 2
+    # 126 thresholds and the infinities: positions up to 256, past a byte.
+    values = np.array([[126.0], [np.nan]], dtype=np.float32)
+    assert many(values).dtype == np.uint16 and many(values)[:, 0].tolist() == [254, 256]
