@@ -461,10 +461,10 @@ class ModelRegistry:
         self._swap(self._loaded(name, version, model))
 
     def _loaded(self, name: str, version: str, model: ScoringModel) -> LoadedModel:
-        # RankProducts' rows are kept by branch key; the room calls score thousands of
-        # rows at once, where a lookup per row would cost more than ONNX Runtime.
-        kept = self.kept_rows if name == NEXT_PRODUCT_MODEL else 0
-        return LoadedModel(name, version, model, SPECS[name], kept)
+        # RankProducts' and ScoreConversion's rows are kept by branch key (RecommendNext-
+        # Product scores 60,000 rows at once through predict, where a lookup per row
+        # would cost more than ONNX Runtime).
+        return LoadedModel(name, version, model, SPECS[name], self.kept_rows)
 
     def _swap(self, loaded: LoadedModel) -> None:
         old = self._current.get(loaded.name)

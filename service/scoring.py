@@ -477,8 +477,10 @@ class Scorer:
         if rows is None or model is None:
             return self._conversion_fallback(q, model, missing=rows is None)
         X = assemble_viewers(CONVERSION, self._viewers_block(viewers, rows, now))
-        p = np.clip(np.asarray(model.predict(X), dtype=np.float64).ravel(), 0.0, 1.0)
-        contrib = model.contributions(X) if self.s.reasons_per_item else None
+        # A room's viewers asked again mostly cross no split: their rows are looked up.
+        p, keys = model.predict_kept(X)
+        p = p.clip(0.0, 1.0)
+        contrib = model.contributions_kept(X, keys) if self.s.reasons_per_item else None
         reasons = explain_rows(CONVERSION.columns, X, contrib, self.s.reasons_per_item)
         judged = self._viewers_flags(rows, len(viewers), now)
         scores = [

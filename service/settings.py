@@ -167,10 +167,11 @@ class ServiceSettings(FeatureSettings):
         default=262_144,
         ge=0,
         description=(
-            "Most RankProducts rows whose next-product score is kept by the branches they "
-            "take in the trees (exact: such rows score the same bits), and an eighth as "
-            "many rows' contributions; 0 keeps none. A room of 2,000 viewers x 50 "
-            "candidates asked again in turn needs 100,000; at most about 80 MB by default."
+            "Most rows whose score each model keeps by the branches they take in its "
+            "trees (RankProducts, ScoreConversion; exact: such rows score the same bits), "
+            "and an eighth as many rows' contributions; 0 keeps none. A room of 2,000 "
+            "viewers x 50 candidates asked again in turn needs 100,000; at most about "
+            "80 MB a model by default."
         ),
     )
     live_cache_s: float = Field(

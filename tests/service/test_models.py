@@ -204,9 +204,14 @@ def test_nothing_is_kept_when_switched_off_or_for_a_model_without_branches(
     assert fake.predict_kept(X)[1] is None
 
 
-def test_the_registry_keeps_next_product_scores_only(tmp_path: Path) -> None:
+def test_the_registry_keeps_scores_as_set(tmp_path: Path) -> None:
     registry = ModelRegistry(_settings(tmp_path), LinearModel.load, _source(tmp_path))
     loaded = registry._loaded(NEXT_PRODUCT_MODEL, "1", LinearModel(NEXT_PRODUCT.columns, {}, 0))
     assert loaded.kept_rows == ServiceSettings().score_kept_rows > 0
-    other = registry._loaded(CONVERSION_MODEL, "1", LinearModel(CONVERSION.columns, {}, 0))
+    off = ModelRegistry(
+        ServiceSettings(data_dir=tmp_path / "data", models_dir=tmp_path / "m", score_kept_rows=0),
+        LinearModel.load,
+        _source(tmp_path),
+    )
+    other = off._loaded(CONVERSION_MODEL, "1", LinearModel(CONVERSION.columns, {}, 0))
     assert other.kept_rows == 0
