@@ -76,10 +76,9 @@ def test_scoring_asked_again_looks_its_rows_up_and_answers_the_same(
 ) -> None:
     """RankProducts and ScoreConversion keep their rows' scores by branch key: asked again,
     nothing is scored and the answers are the same."""
-    ranker = real.app.models.get(NEXT_PRODUCT_MODEL)
-    scorer = real.app.models.get(CONVERSION_MODEL)
-    assert ranker is not None and ranker.kept is not None
-    assert scorer is not None and scorer.kept is not None
+    models = [real.app.models.get(NEXT_PRODUCT_MODEL), real.app.models.get(CONVERSION_MODEL)]
+    kept = [m.kept for m in models if m is not None and m.kept is not None]
+    assert len(kept) == 2
     # The time stands still, so no time feature can cross a split between the two asks.
     now = real.app.features.clock()
     monkeypatch.setattr(real.app.features, "clock", lambda: now)
@@ -101,9 +100,9 @@ def test_scoring_asked_again_looks_its_rows_up_and_answers_the_same(
         return [*(list(r.products) for r in ranked), list(scored.scores)]
 
     first = ask()
-    counts = [(m.kept.scored, m.kept.looked_up) for m in (ranker, scorer)]
+    counts = [(k.scored, k.looked_up) for k in kept]
     again = ask()
-    assert [(m.kept.scored, m.kept.looked_up) for m in (ranker, scorer)] == [
+    assert [(k.scored, k.looked_up) for k in kept] == [
         (counts[0][0], counts[0][1] + 5 * 30),
         (counts[1][0], counts[1][1] + 20),
     ]
