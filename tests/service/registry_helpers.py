@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,14 +34,28 @@ def register_served(uri: str, served: Path, name: str) -> str:
 def served_dir(directory: Path, spec: ModelSpec, seed: int) -> Path:
     """A served directory of a small booster on synthetic rows of ``spec``'s columns
     (deterministic, one thread): a real artifact whose predictions mean nothing."""
-    import lightgbm as lgb
-
-    from training.export import write_served
-
     rng = np.random.default_rng(seed)
     X = rng.uniform(0, 3, size=(2000, len(spec.columns))).astype(np.float32)
     X[rng.random(X.shape) < 0.05] = np.nan
     y = np.nan_to_num(X[:, spec.columns.index("carts")]) + rng.normal(0, 1, len(X)) > 2.5
+    return train_served(directory, spec, X, y, seed, rounds=15)
+
+
+def train_served(
+    directory: Path,
+    spec: ModelSpec,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    rounds: int,
+    **params: Any,
+) -> Path:
+    """Train a small booster (7 leaves, one thread, deterministic) on ``X``, ``y`` and write
+    it as ``spec``'s served directory, identity-calibrated."""
+    import lightgbm as lgb
+
+    from training.export import write_served
+
     params = {
         "objective": "binary",
         "deterministic": True,
@@ -48,8 +63,9 @@ def served_dir(directory: Path, spec: ModelSpec, seed: int) -> Path:
         "verbose": -1,
         "seed": seed,
         "num_leaves": 7,
+        **params,
     }
-    booster = lgb.train(params, lgb.Dataset(X, y.astype(int)), num_boost_round=15)
+    booster = lgb.train(params, lgb.Dataset(X, np.asarray(y).astype(int)), num_boost_round=rounds)
     calibrator = {"kind": "platt", "a": 1.0, "b": 0.0, "in_graph": True}
     served = {
         "model": spec.name,

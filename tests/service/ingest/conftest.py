@@ -37,7 +37,7 @@ from service.generated.livecommerce.v1 import live_recommender_pb2_grpc as pb_gr
 from service.interceptors import SERVICE
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL
 from tests.service.conftest import RPC_S, ServerThread, World, make_settings
-from tests.service.registry_helpers import register_served
+from tests.service.registry_helpers import register_served, train_served
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -60,10 +60,6 @@ def copy_world(world: World, dest: Path) -> Path:
 
 
 def _served_dir(directory: Path, spec: ModelSpec, seed: int, only: str | None) -> Path:
-    import lightgbm as lgb
-
-    from training.export import write_served
-
     rng = np.random.default_rng(seed)
     n = 2000
     X = np.full((n, len(spec.columns)), np.nan, dtype=np.float32)
@@ -72,24 +68,16 @@ def _served_dir(directory: Path, spec: ModelSpec, seed: int, only: str | None) -
     if only is None:
         X = rng.uniform(0, 3, size=X.shape).astype(np.float32)
     X[:, j] = carts
-    y = (carts >= 1).astype(int)
-    params = {
-        "objective": "binary",
-        "deterministic": True,
-        "num_threads": 1,
-        "verbose": -1,
-        "seed": seed,
-        "num_leaves": 7,
-        "monotone_constraints": spec.monotone_constraints(),
-    }
-    booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=10)
-    calibrator = {"kind": "platt", "a": 1.0, "b": 0.0, "in_graph": True}
-    served = {
-        "model": spec.name,
-        "feature_service": spec.feature_service,
-        "columns": list(spec.columns),
-    }
-    return write_served(directory, booster, calibrator, served, X[:64])
+    y = carts >= 1
+    return train_served(
+        directory,
+        spec,
+        X,
+        y,
+        seed,
+        rounds=10,
+        monotone_constraints=spec.monotone_constraints(),
+    )
 
 
 def _register(uri: str, tmp: Path, name: str, spec: ModelSpec, only: str | None) -> None:
