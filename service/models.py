@@ -118,7 +118,8 @@ class KeptScores:
         # A row of contributions is ~0.9 KB (88 float64 and its array): only the explained
         # rows (10 a call), so an eighth of the scores (32,768 rows, ~30 MB by default).
         self._contrib = _Generations(max(1, rows // 8))
-        #: Rows whose score was looked up, and rows scored by the model (plain counts).
+        #: Rows whose score was looked up, and rows scored by the model (plain counts for
+        #: the bench and tests: calls from several threads at once may lose an increment).
         self.looked_up = 0
         self.scored = 0
 
