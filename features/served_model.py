@@ -81,6 +81,7 @@ class ServedModel:
         self._booster: Any = None
         self._explainer: PathExplainer | None = None
         self._branch_keys: BranchKeys | None = None
+        self._branch_keys_read = False  # None is an answer too: a graph not keyed
         self._bulk: cf.ThreadPoolExecutor | None = None
 
     @classmethod
@@ -159,11 +160,12 @@ class ServedModel:
         """Keys under every split of the served graph and of the explainer's leaf graph
         (:class:`BranchKeys`): rows with equal keys get the same score and the same
         contributions. ``None`` if the graph reads its input other than by splits."""
-        if self._branch_keys is None:
+        if not self._branch_keys_read:
             import onnx
 
             graphs = [onnx.load(str(self.directory / MODEL_FILE)), self.explainer().leaf_graph]
             self._branch_keys = BranchKeys.of_graphs(graphs, len(self.columns))
+            self._branch_keys_read = True
         return self._branch_keys
 
     def contributions(self, X: np.ndarray, top: int = 3) -> list[list[Reason]]:

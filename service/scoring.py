@@ -563,7 +563,7 @@ class Scorer:
             return RankAnswer(*self._popularity(cands, q.top_k, model, missing=rows is None))
         # One viewer x n candidates: the viewer's block is computed once, not n times
         # (assemble_grid equals assemble on the repeated rows; features.vector tests it).
-        X = self._rank_grid(q, rows, stats, now, held)
+        X = self._rank_grid(q, rows, stats, now, held=held)
         # Rows that take the same branches as rows scored before are looked up (exact).
         p, keys = model.predict_kept(X)
         scores = p.clip(0.0, 1.0).tolist()
@@ -596,7 +596,8 @@ class Scorer:
         rows: Rows,
         stats: list[Row | None],
         now: float,
-        held: bool = True,
+        *,
+        held: bool,
     ) -> np.ndarray:
         """The next-product matrix of one viewer x the candidates: the viewer's batch part
         and the candidates' columns kept while their rows are the same objects, and with

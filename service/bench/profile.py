@@ -143,7 +143,7 @@ def rank_stages(world: BenchWorld, request: Any, n: int) -> dict[str, dict[str, 
         )
 
         def assemble() -> Any:
-            return scorer._rank_grid(q, rows, stats, now)
+            return scorer._rank_grid(q, rows, stats, now, held=True)  # as the fold's owner
 
         X = assemble_grid(NEXT_PRODUCT, vb, pblock, EXPOSURE_OVERLAY)
         p = np.clip(np.asarray(model.predict(X), dtype=np.float64).ravel(), 0.0, 1.0)
