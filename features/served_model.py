@@ -25,6 +25,8 @@ import concurrent.futures as cf
 import json
 import os
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -47,6 +49,30 @@ PARITY_TOLERANCE = 1e-5
 #: intra-op threads on a 60,000-row grid, and the same bits: each row is scored alone).
 BULK_ROWS = 8192
 BULK_THREADS = min(2, os.cpu_count() or 1)
+#: Rows from which a leaf prediction (a room's reasons: ~2,000 rows) is split the same way.
+BULK_LEAF_ROWS = 1024
+_bulk: cf.ThreadPoolExecutor | None = None
+_bulk_lock = threading.Lock()
+
+
+def bulk_pool() -> cf.ThreadPoolExecutor:
+    """The ``BULK_THREADS`` threads a room's rows are scored on, made on first use and
+    shared by the process's models (a room call at a time uses the cores)."""
+    global _bulk
+    with _bulk_lock:
+        if _bulk is None:
+            _bulk = cf.ThreadPoolExecutor(BULK_THREADS, thread_name_prefix="onnx")
+        return _bulk
+
+
+def _in_parts(run: Callable[[np.ndarray], np.ndarray], X: np.ndarray, rows: int) -> np.ndarray:
+    """``run(X)``; from ``rows`` rows on, in ``BULK_THREADS`` row blocks run at once (this
+    thread runs the first). Each row is computed alone: the same bits either way."""
+    if len(X) < rows or BULK_THREADS < 2:
+        return run(X)
+    parts = np.array_split(X, BULK_THREADS)  # row blocks of a C-ordered array: views
+    rest = [bulk_pool().submit(run, part) for part in parts[1:]]
+    return np.concatenate([run(parts[0]), *(f.result() for f in rest)])
 
 
 class ParityError(RuntimeError):
@@ -82,7 +108,6 @@ class ServedModel:
         self._explainer: PathExplainer | None = None
         self._branch_keys: BranchKeys | None = None
         self._branch_keys_read = False  # None is an answer too: a graph not keyed
-        self._bulk: cf.ThreadPoolExecutor | None = None
 
     @classmethod
     def load(cls, directory: str | Path, intra_op_threads: int = 1) -> ServedModel:
@@ -108,23 +133,23 @@ class ServedModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, float32 (n,), for float32 rows in :attr:`columns` order."""
+        # A whole room (thousands of viewers x candidates) in one call uses the cores.
+        return _in_parts(self._run, self._checked(X), BULK_ROWS)
+
+    def submit(self, X: np.ndarray) -> cf.Future[np.ndarray]:
+        """:meth:`predict` of ``X`` on one of ``BULK_THREADS`` threads. A caller that builds
+        a room's grid in parts submits each as it is built: the trees score one part while
+        it builds the next (each row is scored alone: the same bits as one call)."""
+        return bulk_pool().submit(self._run, self._checked(X))
+
+    def _checked(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != len(self.columns):
             raise ValueError(f"expected (n, {len(self.columns)}) features, got {X.shape}")
-        session = self._session
-        if len(X) >= BULK_ROWS and BULK_THREADS > 1:
-            # A whole room (thousands of viewers x candidates): one call, so use the cores.
-            if self._bulk is None:
-                self._bulk = cf.ThreadPoolExecutor(BULK_THREADS - 1, thread_name_prefix="onnx")
-            parts = np.array_split(X, BULK_THREADS)  # row blocks of a C-ordered array: views
-            rest = [
-                self._bulk.submit(session.run, [OUTPUT_NAME], {INPUT_NAME: part})
-                for part in parts[1:]
-            ]
-            outs = [session.run([OUTPUT_NAME], {INPUT_NAME: parts[0]})[0]]
-            outs.extend(f.result()[0] for f in rest)
-            return np.concatenate([np.asarray(o, dtype=np.float32).reshape(-1) for o in outs])
-        (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: X})
+        return X
+
+    def _run(self, X: np.ndarray) -> np.ndarray:
+        (out,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: X})
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
     def booster(self) -> Any:
@@ -535,8 +560,11 @@ class _LeafReader:
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self._n_features:
             raise ValueError(f"expected (n, {self._n_features}) features, got {X.shape}")
+        return _in_parts(self._run, X, BULK_LEAF_ROWS)
+
+    def _run(self, X: np.ndarray) -> np.ndarray:
         (out,) = self._session.run([self._output], {INPUT_NAME: X})
-        return out.astype(np.int64)  # indices < 2**24: exact in float32
+        return np.asarray(out).astype(np.int64)  # indices < 2**24: exact in float32
 
 
 def _session(model: Path | bytes, threads: int) -> Any:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -188,6 +188,16 @@ class LoadedModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.model.predict(X)
+
+    def submit(self, X: np.ndarray) -> cf.Future[np.ndarray]:
+        """:meth:`predict` of ``X`` on the model's own threads, if it has them (a room's
+        grid scored part by part while the next part is built); else here, now."""
+        submit = getattr(self.model, "submit", None)
+        if submit is not None:
+            return cast(cf.Future[np.ndarray], submit(X))
+        done: cf.Future[np.ndarray] = cf.Future()
+        done.set_result(np.asarray(self.model.predict(X)).ravel())
+        return done
 
     def predict_kept(self, X: np.ndarray) -> tuple[np.ndarray, list[bytes] | None]:
         """float64 scores of ``X``, as :meth:`predict`, with the scores of rows whose

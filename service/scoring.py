@@ -11,6 +11,7 @@ popularity) and says so in its flags; it is never late on purpose.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import operator
 import threading
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from features.served_model import BULK_ROWS, BULK_THREADS
 from features.tables import (
     BY_NAME,
     PRODUCT_LIVE,
@@ -72,6 +74,9 @@ from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettin
 REASON_SAMPLE = 200
 #: How many of the viewer columns the trees split on most order a room's grid.
 GRID_ORDER_BY = 10
+#: Rows of a room's grid built and submitted to the model at a time: small enough that
+#: the trees start early, large enough that a part's fixed cost (~50 us) does not count.
+GRID_PART_ROWS = 7_500
 
 Cols = dict[str, Any]
 K = TypeVar("K")
@@ -335,8 +340,23 @@ def _alike_together(block: Cols, keys: Sequence[str], n: int) -> Cols:
     """
     if n < 2 or not keys:
         return block
-    order = np.lexsort([block[k] for k in reversed(keys)])
-    return {k: v[order] if type(v) is np.ndarray and len(v) == n else v for k, v in block.items()}
+    return _viewer_rows(block, np.lexsort([block[k] for k in reversed(keys)]), n)
+
+
+def _viewer_rows(block: Cols, rows: slice | np.ndarray, n: int) -> Cols:
+    """``block`` (``n`` viewers' columns) at ``rows``; what is one for all is kept as is."""
+    return {k: v[rows] if type(v) is np.ndarray and len(v) == n else v for k, v in block.items()}
+
+
+def _parts(viewers: int, products: int) -> list[tuple[int, int]]:
+    """A room's grid in parts of whole viewers, each about ``GRID_PART_ROWS`` rows (at least
+    ``BULK_THREADS`` parts for a grid that big, so that every thread scores)."""
+    rows = viewers * products
+    count = max(1, min(viewers, -(-rows // GRID_PART_ROWS)))
+    if rows >= BULK_ROWS:
+        count = max(count, min(viewers, BULK_THREADS))
+    bounds = np.linspace(0, viewers, count + 1).round().astype(int).tolist()
+    return list(itertools.pairwise(bounds))
 
 
 def _without_held(request: Request, live: ViewerRows | None) -> list[int]:
@@ -695,15 +715,23 @@ class Scorer:
             model.most_split(CONVERSION.columns, GRID_ORDER_BY),
             nv,
         )
-        X = assemble_grid(
-            NEXT_PRODUCT, viewer_block, product_at(static, pcols, now), EXPOSURE_STAGE
-        )
-        P = np.clip(np.asarray(model.predict(X), dtype=np.float64).reshape(nv, nc), 0.0, 1.0)
+        pblock = product_at(static, pcols, now)
+        # Built and scored in parts of viewers: the model's threads score a part while this
+        # one builds the next, then judges the viewers' rows.
+        X = np.empty((nv * nc, len(NEXT_PRODUCT.columns)), dtype=np.float32)
+        scoring = []
+        for a, b in _parts(nv, nc):
+            part = X[a * nc : b * nc]
+            block = _viewer_rows(viewer_block, slice(a, b), nv)
+            assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, out=part)
+            scoring.append(model.submit(part))
+        # Every viewer's rows judged at once: stale if any is, as old as the oldest.
+        stale, viewer_ages = self._viewers_age(rows, nv, now)
+        scored = np.concatenate([np.asarray(f.result(), np.float64).ravel() for f in scoring])
+        P = np.clip(scored.reshape(nv, nc), 0.0, 1.0)
         expected = P.sum(axis=0)
         score = expected / nv
         top = sorted(range(nc), key=lambda j: (-score[j], cands[j]))[: q.top_k]
-        # Every viewer's rows judged at once: stale if any is, as old as the oldest.
-        stale, viewer_ages = self._viewers_age(rows, nv, now)
         room_flags = Flags(stale_features=any(stale))
         room_age = max(viewer_ages, default=0)
         totals = None

@@ -10,6 +10,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from features import served_model
 from features.served_model import BranchKeys, PathExplainer, ServedModel
 
 
@@ -82,6 +83,9 @@ def test_leaves_from_the_leaf_graph_are_lightgbms_own() -> None:
     expected = booster.predict(X[:300], pred_leaf=True)
     assert np.array_equal(ex.leaves(X[:300]), expected)
     assert np.array_equal(ex.leaves(X[:1]), expected[:1])
+    # From BULK_LEAF_ROWS rows on, in row blocks on the bulk threads: the same leaves.
+    assert len(X) >= served_model.BULK_LEAF_ROWS
+    assert np.array_equal(ex.leaves(X), booster.predict(X, pred_leaf=True))
     with pytest.raises(ValueError, match="features"):
         ex.leaves(X[:, :3])
 

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from features import schema
 from features.markets import MARKETS
@@ -75,6 +76,28 @@ def test_grid_equals_row_by_row_assembly(tiny_world: Path) -> None:
     j = NEXT_PRODUCT.columns.index("affinity_to_category")
     assert np.unique(grid[:, j][~np.isnan(grid[:, j])]).size > 3
     assert 0 < grid[:, NEXT_PRODUCT.columns.index("in_cart")].sum() < nv * npr
+
+
+def test_a_grid_is_written_into_a_part_of_a_larger_matrix_as_built_alone(
+    tiny_world: Path,
+) -> None:
+    """A room's grid is built viewers part by part into one matrix (RecommendNextProduct
+    scores each part while it builds the next): each part is the grid of its viewers."""
+    vcols, pcols, now = _room_frames(tiny_world)
+    viewers = viewer_block({c: vcols[c].to_numpy() for c in vcols.columns}, now)
+    products = product_block({c: pcols[c].to_numpy() for c in pcols.columns}, now)
+    nv, npr = len(vcols), len(pcols)
+    whole = assemble_grid(NEXT_PRODUCT, viewers, products)
+    out = np.full((nv * npr + 3, len(NEXT_PRODUCT.columns)), -7.0, dtype=np.float32)
+    for a, b in ((0, 1), (1, nv)):
+        part = {k: v[a:b] if np.ndim(v) and len(v) == nv else v for k, v in viewers.items()}
+        got = assemble_grid(NEXT_PRODUCT, part, products, out=out[a * npr : b * npr])
+        assert got.base is out  # written in place, not copied
+    np.testing.assert_array_equal(out[: nv * npr], whole)
+    assert (out[nv * npr :] == -7.0).all()  # nothing written past the grid
+    for bad in (out[:5], out[: nv * npr].astype(np.float64), np.asfortranarray(whole)):
+        with pytest.raises(ValueError, match="out must be"):
+            assemble_grid(NEXT_PRODUCT, viewers, products, out=bad)
 
 
 def test_the_viewer_block_splits_into_its_batch_part_and_the_rest(tiny_world: Path) -> None:

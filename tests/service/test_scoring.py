@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +29,7 @@ from service.domain import (
 )
 from service.feast_reader import FeastReader, Row
 from service.features_online import VIEWER_VIEWS, OnlineFeatures, Rows, judge
-from service.models import ModelRegistry
+from service.models import LoadedModel, ModelRegistry
 from service.reasons import explain, explain_rows
 from service.scoring import Scorer, _alike_together, view_columns
 from service.settings import NEXT_PRODUCT_MODEL
@@ -586,3 +588,46 @@ def test_a_rooms_answer_is_the_same_whatever_order_its_viewers_are_scored_in(
         assert a.score == pytest.approx(b.score, rel=1e-12)
         assert [r.code for r in a.reasons] == [r.code for r in b.reasons]
         assert [r.weight for r in a.reasons] == pytest.approx([r.weight for r in b.reasons])
+
+
+def test_a_rooms_grid_in_parts_covers_every_viewer_once() -> None:
+    assert scoring._parts(1, 30) == [(0, 1)]
+    assert scoring._parts(3, 2) == [(0, 3)]  # small: one part
+    for viewers, products in ((2000, 30), (301, 30), (9000, 1), (7, 5000)):
+        parts = scoring._parts(viewers, products)
+        assert parts[0][0] == 0 and parts[-1][1] == viewers
+        assert all(a < b for a, b in parts)
+        assert all(b == c for (_, b), (c, _) in itertools.pairwise(parts))
+        assert len(parts) >= min(viewers, scoring.BULK_THREADS)  # every thread scores
+        assert max((b - a) * products for a, b in parts) <= scoring.GRID_PART_ROWS + products
+    assert len(scoring._parts(2000, 30)) == -(-60_000 // scoring.GRID_PART_ROWS)
+
+
+def test_a_rooms_answer_is_the_same_built_and_scored_in_parts(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RecommendNextProduct builds a room's grid viewers part by part and submits each
+    part to the model as it is built: the answer is the one of the grid scored whole."""
+    scorer = _scorer(world, tmp_path)
+    model = scorer.models.get(NEXT_PRODUCT_MODEL)
+    assert model is not None
+    query = NextProductQuery(world.room, tuple(world.products[:8]), top_k=5)
+    submitted: list[int] = []
+    submit = LoadedModel.submit
+
+    def counted(self: LoadedModel, X: np.ndarray) -> Any:
+        submitted.append(len(X))
+        return submit(self, X)
+
+    monkeypatch.setattr(LoadedModel, "submit", counted)
+    whole = scorer.recommend_next_product(query, Deadline.after(5))
+    assert submitted == [whole.viewers_present * 8]
+    submitted.clear()
+    monkeypatch.setattr(scoring, "GRID_PART_ROWS", 8)  # a part a viewer
+    parts = scorer.recommend_next_product(query, Deadline.after(5))
+    assert whole.viewers_present > 2
+    assert submitted == [8] * whole.viewers_present
+    assert [p.product_id for p in parts.products] == [p.product_id for p in whole.products]
+    for a, b in zip(parts.products, whole.products, strict=True):
+        assert a.score == b.score and a.expected_conversions == b.expected_conversions
+        assert [(r.code, r.weight) for r in a.reasons] == [(r.code, r.weight) for r in b.reasons]

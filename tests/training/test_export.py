@@ -176,3 +176,9 @@ def test_a_room_sized_batch_is_split_across_threads_with_the_same_answers(
     chunks = np.concatenate([model.predict(X[i : i + 500]) for i in range(0, len(X), 500)])
     assert whole.shape == (len(X),)
     assert np.array_equal(whole, chunks)
+    # Parts submitted to the model's threads (a room's grid, built part by part) too.
+    parts = [model.submit(X[i : i + 3000]) for i in range(0, len(X), 3000)]
+    assert len(parts) == 3
+    assert np.array_equal(np.concatenate([f.result() for f in parts]), whole)
+    with pytest.raises(ValueError, match="features"):
+        model.submit(X[:, :3])
