@@ -573,7 +573,9 @@ def assemble_grid(
     n_p = len(products["category"])
     if cross is None:
         cross = cross_block(viewers, products, exposure_kind, grid=True)
-    lead, runs = _grid_layout(spec.columns, tuple(cross), tuple(products))
+    lead, from_products, from_cross, from_viewers = _grid_layout(
+        spec.columns, tuple(cross), tuple(products)
+    )
     shape = (n_v * n_p, len(spec.columns))
     if out is None:
         out = np.empty(shape, dtype=np.float32)
@@ -588,63 +590,45 @@ def assemble_grid(
     if lead:
         block = np.array([viewers[c] for c in spec.columns[:lead]], dtype=np.float32).T
         grid[:, :, :lead] = np.ascontiguousarray(block)[:, None, :]
-    # The rest in runs of neighbouring columns from one source, each run one slice copy
-    # from a contiguous (rows, columns) block of that source: a copy of a few floats a
-    # row, where a copy into a list of columns costs per value (a room's grid of 60,000
-    # rows: ~2 ms against ~8 ms).
-    blocks = {
-        "p": _block(products, runs["p"], n_p),
-        "x": _block(cross, runs["x"], n_v * n_p),
-        "v": _block(viewers, runs["v"], n_v),
-    }
-    for kind, start, stop, at in runs["order"]:
-        part = blocks[kind][:, at : at + stop - start]
-        if kind == "p":
-            grid[:, :, start:stop] = part[None, :, :]
-        elif kind == "x":
-            grid[:, :, start:stop] = part.reshape(n_v, n_p, stop - start)
-        else:
-            grid[:, :, start:stop] = part[:, None, :]
+    # Then each source's columns as one (rows, k) block and one scattered copy.
+    if from_products[0]:
+        at, names = from_products
+        grid[:, :, at] = np.array([products[c] for c in names], dtype=np.float32).T[None, :, :]
+    if from_cross[0]:
+        at, names = from_cross
+        grid[:, :, at] = np.array([cross[c] for c in names], dtype=np.float32).T.reshape(
+            n_v, n_p, len(names)
+        )
+    for j, c in zip(*from_viewers, strict=True):
+        grid[:, :, j] = viewers[c][:, None]
     return out
 
 
-#: kind ("p" products, "x" cross, "v" viewers) -> the source's columns in the order its
-#: runs take them, and "order" -> (kind, first column, past the last, first in the block).
-Runs = dict[str, Any]
-
-
-def _block(source: Mapping[str, np.ndarray], names: tuple[str, ...], rows: int) -> np.ndarray:
-    """``source``'s columns ``names`` as one C-contiguous float32 (rows, len(names))."""
-    out = np.empty((rows, len(names)), dtype=np.float32)
-    for k, c in enumerate(names):
-        out[:, k] = source[c]
-    return out
+Positions = tuple[list[int], tuple[str, ...]]
 
 
 @functools.lru_cache(maxsize=64)
 def _grid_layout(
     columns: tuple[str, ...], cross: tuple[str, ...], products: tuple[str, ...]
-) -> tuple[int, Runs]:
+) -> tuple[int, Positions, Positions, Positions]:
     """Where :func:`assemble_grid` takes each column from: the count of leading viewer
-    columns, then the rest as runs of neighbouring columns from one source (the products,
-    the cross features or the viewers). Computed once per layout."""
-
-    def kind(c: str) -> str:
-        return "x" if c in cross else "p" if c in products else "v"
-
-    own = [j for j, c in enumerate(columns) if kind(c) == "v"]
+    columns, then the positions and names of the columns from the products, from the
+    cross features and from the viewers (past the lead). Computed once per layout."""
+    placed: dict[str, list[tuple[int, str]]] = {"p": [], "x": [], "v": []}
+    for j, c in enumerate(columns):
+        placed["x" if c in cross else "p" if c in products else "v"].append((j, c))
+    own = [j for j, _ in placed["v"]]
     lead = len(own) if own == list(range(len(own))) else 0
-    runs: Runs = {"p": (), "x": (), "v": (), "order": []}
-    j = lead
-    while j < len(columns):
-        k = kind(columns[j])
-        stop = j + 1
-        while stop < len(columns) and kind(columns[stop]) == k:
-            stop += 1
-        runs["order"].append((k, j, stop, len(runs[k])))
-        runs[k] = runs[k] + columns[j:stop]
-        j = stop
-    return lead, runs
+
+    def positions(items: list[tuple[int, str]]) -> Positions:
+        return [j for j, _ in items], tuple(c for _, c in items)
+
+    return (
+        lead,
+        positions(placed["p"]),
+        positions(placed["x"]),
+        positions([(j, c) for j, c in placed["v"] if j >= lead]),
+    )
 
 
 def _pick(matrix: np.ndarray, idx: np.ndarray) -> np.ndarray:
