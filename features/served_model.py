@@ -426,8 +426,20 @@ class BranchKeys:
                 return None
         return cls([np.asarray(v, dtype=np.float32) for v in per_feature])
 
+    @classmethod
+    def split_thresholds(cls, graph: Any, n_features: int) -> list[np.ndarray] | None:
+        """Per feature, the thresholds the splits of ``graph`` (an ONNX ``GraphProto``)
+        compare it with, as float32 (repeats kept); ``None`` if the graph reads its input
+        other than by such splits."""
+        per_feature: list[list[float]] = [[] for _ in range(n_features)]
+        if not cls._thresholds(graph, per_feature):
+            return None
+        return [np.asarray(v, dtype=np.float32) for v in per_feature]
+
     @staticmethod
     def _thresholds(graph: Any, per_feature: list[list[float]]) -> bool:
+        """Add ``graph``'s split thresholds to ``per_feature``; ``False`` if it reads its
+        input other than by splits."""
         n_features = len(per_feature)
         (source,) = [i.name for i in graph.input]
         for node in graph.node:

@@ -29,6 +29,7 @@ import numpy as np
 
 from features.served_model import BranchKeys
 from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
+from service.generations import Generations
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -61,42 +62,6 @@ class ModelSource(Protocol):
 Loader = Callable[[Path], ScoringModel]
 
 
-class _Generations:
-    """A dict of at most ``size`` entries in two generations: new entries go to the young
-    one; when it holds ``size // 2`` it becomes the old one and the old one is forgotten
-    whole; an entry found in the old one moves back to the young. (Evicting one entry at
-    a time from a dict's front is quadratic: see ``service.reasons``.) Safe enough from
-    several threads under the GIL: a lookup racing a turnover only misses."""
-
-    __slots__ = ("_half", "old", "young")
-
-    def __init__(self, size: int) -> None:
-        self._half = max(1, size // 2)
-        self.young: dict[bytes, Any] = {}
-        self.old: dict[bytes, Any] = {}
-
-    def lookup(self, keys: list[bytes]) -> tuple[list[Any], list[int]]:
-        """The value of each key (``None`` where none is kept) and where none is."""
-        found = list(map(self.young.get, keys))
-        miss = [i for i, value in enumerate(found) if value is None]
-        if miss and self.old:
-            old, still = self.old, []
-            for i in miss:
-                value = old.get(keys[i])
-                if value is None:
-                    still.append(i)
-                else:
-                    found[i] = value
-                    self.put(keys[i], value)
-            miss = still
-        return found, miss
-
-    def put(self, key: bytes, value: Any) -> None:
-        if len(self.young) >= self._half:
-            self.old, self.young = self.young, {}
-        self.young[key] = value
-
-
 class KeptScores:
     """A model's scores and contributions of the rows it has already scored, by their
     :class:`~features.served_model.BranchKeys` key.
@@ -108,16 +73,16 @@ class KeptScores:
     crosses no split: its rows are then looked up instead of run through ONNX Runtime
     and the explainer, and only the rows whose key moved are scored. Scores and
     contributions are kept apart (contributions only for the rows a call explains), each
-    in two generations (:class:`_Generations`) of plain floats and read-only arrays,
-    which the garbage collector does not walk.
+    in two generations (:class:`~service.generations.Generations`) of plain floats and
+    read-only arrays, which the garbage collector does not walk.
     """
 
     def __init__(self, keys: BranchKeys, rows: int) -> None:
         self.keys = keys
-        self._scores = _Generations(rows)
+        self._scores: Generations[bytes, float] = Generations(rows)
         # A row of contributions is ~0.9 KB (88 float64 and its array): only the explained
         # rows (10 a call), so an eighth of the scores (32,768 rows, ~30 MB by default).
-        self._contrib = _Generations(max(1, rows // 8))
+        self._contrib: Generations[bytes, np.ndarray] = Generations(max(1, rows // 8))
         #: Rows whose score was looked up, and rows scored by the model (plain counts for
         #: the bench and tests: calls from several threads at once may lose an increment).
         self.looked_up = 0

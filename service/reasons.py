@@ -20,6 +20,7 @@ from features.markets import MARKETS
 from features.schema import CATEGORIES, CHAT_TOPICS, PAYMENT_METHODS, REGIONS
 from features.world import AGE_BANDS, DEVICES, GENDERS, INCOME_BANDS
 from service.domain import Reason
+from service.generations import Generations
 
 _TOPIC_WORDS = {
     "price": "the price",
@@ -350,8 +351,8 @@ def _reason(feature: str, value: float, weight: float) -> Reason:
         code, args, text = _missing(feature)
         return Reason(code, args, text, weight)
     key = (feature, value)
-    described = _DESCRIBED.get(key)
-    kept = _ARGS.get(key)
+    described = _DESCRIBED.young.get(key)
+    kept = _ARGS.young.get(key)
     if described is None or kept is None:
         described, kept = _describe_kept(key)
     # ``args`` is shared by every reason of this value: answers never change it.
@@ -360,43 +361,29 @@ def _reason(feature: str, value: float, weight: float) -> Reason:
 
 #: ``(feature, value)`` -> ``(code, text)`` and -> args: the same values come back call
 #: after call (a product's price, a viewer's profile), so each is formatted once. Two
-#: flat dicts hold only strings, floats, tuples of them and dicts of strings, which the
-#: cyclic garbage collector stops tracking: a tuple that holds a dict stays tracked for
-#: as long as it lives, and every full collection walks it. (An ``lru_cache`` of
-#: ``(code, args, text)`` with NaN keys, which never hit, filled to 65,536 such entries
-#: and made a server's full collections about five times as long and as frequent.)
-#
-#: Kept in two generations of at most ``DESCRIBED_MAX // 2`` entries each: new entries go
-#: to the young one; when it is full it becomes the old one and the old one is forgotten
-#: whole; an entry found in the old one moves back to the young. (Evicting the oldest
-#: entry one at a time, ``del d[next(iter(d))]``, made each eviction scan the holes the
-#: evictions before it left at the front of the dict: once full, every new value cost a
-#: scan of up to thousands of slots, and ScoreConversion(200), whose time features give
-#: new values every call, went from 6 to 16 ms of CPU within a thousand calls.)
-_DESCRIBED: dict[tuple[str, float], tuple[str, str]] = {}
-_ARGS: dict[tuple[str, float], dict[str, str]] = {}
-_OLD_DESCRIBED: dict[tuple[str, float], tuple[str, str]] = {}
-_OLD_ARGS: dict[tuple[str, float], dict[str, str]] = {}
+#: maps hold only strings, floats, tuples of them and dicts of strings, which the cyclic
+#: garbage collector stops tracking: a tuple that holds a dict stays tracked for as long
+#: as it lives, and every full collection walks it. (An ``lru_cache`` of ``(code, args,
+#: text)`` with NaN keys, which never hit, filled to 65,536 such entries and made a
+#: server's full collections about five times as long and as frequent.) Each in two
+#: generations of at most ``DESCRIBED_MAX // 2`` entries (:class:`Generations`), written
+#: together under one lock so that they turn over together.
 DESCRIBED_MAX = 1 << 16
+_DESCRIBED: Generations[tuple[str, float], tuple[str, str]] = Generations(DESCRIBED_MAX)
+_ARGS: Generations[tuple[str, float], dict[str, str]] = Generations(DESCRIBED_MAX)
 _described_lock = threading.Lock()
 
 
 def _describe_kept(key: tuple[str, float]) -> tuple[tuple[str, str], dict[str, str]]:
     with _described_lock:
-        described, args = _OLD_DESCRIBED.get(key), _OLD_ARGS.get(key)
-    if described is None or args is None:
-        code, args, text = _describe(*key)
-        described = (code, text)
-    with _described_lock:  # generations turned from several threads must not race
-        if len(_DESCRIBED) >= max(1, DESCRIBED_MAX // 2):
-            _OLD_DESCRIBED.clear()
-            _OLD_ARGS.clear()
-            _OLD_DESCRIBED.update(_DESCRIBED)
-            _OLD_ARGS.update(_ARGS)
-            _DESCRIBED.clear()
-            _ARGS.clear()
-        _ARGS[key] = args
-        _DESCRIBED[key] = described
+        described, args = _DESCRIBED.get(key), _ARGS.get(key)
+        if described is not None and args is not None:
+            return described, args
+    code, args, text = _describe(*key)
+    described = (code, text)
+    with _described_lock:
+        _DESCRIBED.put(key, described)
+        _ARGS.put(key, args)
     return described, args
 
 

@@ -184,9 +184,8 @@ def test_rows_with_equal_branch_keys_score_and_explain_the_same_bits(tmp_path: P
     keys = model.branch_keys()
     assert keys is not None
     graph = onnx.load(str(tmp_path / "model.onnx"))
-    per_feature: list[list[float]] = [[] for _ in range(5)]
-    assert BranchKeys._thresholds(graph.graph, per_feature)
-    thresholds = [np.asarray(t, dtype=np.float32) for t in per_feature]
+    thresholds = BranchKeys.split_thresholds(graph.graph, 5)
+    assert thresholds is not None
     # Rows on the thresholds themselves, next to them, at the infinities, and -0.0.
     rows = X[:400].copy()
     assert sum(len(t) > 0 for t in thresholds) >= 3
@@ -226,8 +225,11 @@ def test_no_branch_keys_for_a_graph_that_reads_its_input_other_than_by_splits(
 
     graph = onnx.load(str(tmp_path / "model.onnx"))
     assert BranchKeys.of_graphs([graph], 3) is not None
+    found = BranchKeys.split_thresholds(graph.graph, 3)
+    assert found is not None and sum(len(t) for t in found) > 0
     graph.graph.node.append(helper.make_node("Abs", ["input"], ["input_abs"]))
     assert BranchKeys.of_graphs([graph], 3) is None
+    assert BranchKeys.split_thresholds(graph.graph, 3) is None
     assert model.branch_keys() is not None
 
 

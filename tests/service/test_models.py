@@ -133,10 +133,10 @@ def _carts_interval(model: LoadedModel) -> tuple[float, float]:
 
     from features.served_model import BranchKeys
 
-    per_feature: list[list[float]] = [[] for _ in NEXT_PRODUCT.columns]
     graph = onnx.load(str(model.model.directory / "model.onnx"))  # type: ignore[attr-defined]
-    assert BranchKeys._thresholds(graph.graph, per_feature)
-    t = np.unique(np.array(per_feature[NEXT_PRODUCT.columns.index("carts")], dtype=np.float32))
+    per_feature = BranchKeys.split_thresholds(graph.graph, len(NEXT_PRODUCT.columns))
+    assert per_feature is not None
+    t = np.unique(per_feature[NEXT_PRODUCT.columns.index("carts")])
     assert len(t) >= 2
     i = int(np.argmax(np.diff(t)))
     return float(t[i]), float(t[i + 1])

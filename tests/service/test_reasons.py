@@ -11,6 +11,7 @@ import pytest
 
 from features.vector import CONVERSION
 from service import reasons
+from service.generations import Generations
 from service.reasons import explain_rows
 
 
@@ -26,8 +27,8 @@ def _rows(columns: Sequence[str], values: dict[str, list[float]]) -> tuple[np.nd
 
 @pytest.fixture
 def empty_cache() -> None:
-    for kept in (reasons._DESCRIBED, reasons._ARGS, reasons._OLD_DESCRIBED, reasons._OLD_ARGS):
-        kept.clear()
+    reasons._DESCRIBED.clear()
+    reasons._ARGS.clear()
 
 
 def test_missing_values_are_described_without_growing_the_cache(empty_cache: None) -> None:
@@ -36,7 +37,7 @@ def test_missing_values_are_described_without_growing_the_cache(empty_cache: Non
     X, contrib = _rows(columns, {"since_click_min": [np.nan] * 50, "carts": [1.0] * 50})
     for _ in range(3):
         got = explain_rows(columns, X, contrib, 2)
-    assert len(reasons._DESCRIBED) == 1  # carts = 1, once
+    assert len(reasons._DESCRIBED.young) == 1  # carts = 1, once
     assert [r.code for r in got[0]] == ["NO_CLICK_YET", "ADDED_TO_CART"]
     assert got[0][0].args == {} and got[0][1].args == {"count": "1"}
 
@@ -49,8 +50,8 @@ def test_kept_descriptions_are_not_tracked_by_the_garbage_collector(empty_cache:
     )
     first = explain_rows(columns, X, contrib, 2)
     gc.collect()
-    assert len(reasons._DESCRIBED) == len(reasons._ARGS) == 201
-    kept = [*reasons._DESCRIBED.items(), *reasons._ARGS.items()]
+    assert len(reasons._DESCRIBED.young) == len(reasons._ARGS.young) == 201
+    kept = [*reasons._DESCRIBED.young.items(), *reasons._ARGS.young.items()]
     assert [k for k, v in kept if gc.is_tracked(k) or gc.is_tracked(v)] == []
     assert explain_rows(columns, X, contrib, 2) == first  # and answered from them
 
@@ -58,15 +59,16 @@ def test_kept_descriptions_are_not_tracked_by_the_garbage_collector(empty_cache:
 def test_the_cache_forgets_the_oldest_beyond_its_size(
     empty_cache: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reasons, "DESCRIBED_MAX", 8)
+    monkeypatch.setattr(reasons, "_DESCRIBED", Generations(8))
+    monkeypatch.setattr(reasons, "_ARGS", Generations(8))
     columns = CONVERSION.columns
     X, contrib = _rows(columns, {"avg_dwell_min": [float(i) for i in range(20)]})
     explain_rows(columns, X, contrib, 1)
     # Two generations of four: the last eight values, the older four in the old one.
-    assert [v for _, v in reasons._OLD_DESCRIBED] == [12.0, 13.0, 14.0, 15.0]
-    assert [v for _, v in reasons._DESCRIBED] == [16.0, 17.0, 18.0, 19.0]
-    assert reasons._ARGS.keys() == reasons._DESCRIBED.keys()
-    assert reasons._OLD_ARGS.keys() == reasons._OLD_DESCRIBED.keys()
+    assert [v for _, v in reasons._DESCRIBED.old] == [12.0, 13.0, 14.0, 15.0]
+    assert [v for _, v in reasons._DESCRIBED.young] == [16.0, 17.0, 18.0, 19.0]
+    assert reasons._ARGS.young.keys() == reasons._DESCRIBED.young.keys()
+    assert reasons._ARGS.old.keys() == reasons._DESCRIBED.old.keys()
     # A value of the old generation is not described again: it moves to the young one
     # (which, full, turns: the old generation is now what was young).
     calls: list[tuple[str, float]] = []
@@ -83,5 +85,5 @@ def test_the_cache_forgets_the_oldest_beyond_its_size(
         "value": "13",
     }
     assert calls == []
-    assert [v for _, v in reasons._DESCRIBED] == [13.0]
-    assert [v for _, v in reasons._OLD_DESCRIBED] == [16.0, 17.0, 18.0, 19.0]
+    assert [v for _, v in reasons._DESCRIBED.young] == [13.0]
+    assert [v for _, v in reasons._DESCRIBED.old] == [16.0, 17.0, 18.0, 19.0]
