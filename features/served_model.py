@@ -44,9 +44,10 @@ OUTPUT_NAME = "probability"
 PARITY_TOLERANCE = 1e-5
 
 
-#: Batches at least this large (a room's grid) are split in BULK_THREADS parts run at once
-#: through the one-thread session (measured ~20% faster than ONNX Runtime's own two
-#: intra-op threads on a 60,000-row grid, and the same bits: each row is scored alone).
+#: Batches at least this large are split in BULK_THREADS parts run at once through the
+#: one-thread session (measured ~20% faster than ONNX Runtime's own two intra-op threads on
+#: a 60,000-row grid, and the same bits: each row is scored alone). A room's grid is not
+#: one batch: RecommendNextProduct submits it part by part (:meth:`ServedModel.submit`).
 BULK_ROWS = 8192
 BULK_THREADS = min(2, os.cpu_count() or 1)
 #: Rows from which a leaf prediction (a room's reasons: ~2,000 rows) is split the same way.
@@ -57,7 +58,8 @@ _bulk_lock = threading.Lock()
 
 def bulk_pool() -> cf.ThreadPoolExecutor:
     """The ``BULK_THREADS`` threads a room's rows are scored on, made on first use and
-    shared by the process's models (a room call at a time uses the cores)."""
+    shared by the process's models. A caller that waits for a part no thread has started
+    runs it itself (:func:`collect`): a call never waits behind another call's parts."""
     global _bulk
     with _bulk_lock:
         if _bulk is None:
@@ -71,8 +73,17 @@ def _in_parts(run: Callable[[np.ndarray], np.ndarray], X: np.ndarray, rows: int)
     if len(X) < rows or BULK_THREADS < 2:
         return run(X)
     parts = np.array_split(X, BULK_THREADS)  # row blocks of a C-ordered array: views
-    rest = [bulk_pool().submit(run, part) for part in parts[1:]]
-    return np.concatenate([run(parts[0]), *(f.result() for f in rest)])
+    rest = [(bulk_pool().submit(run, part), part) for part in parts[1:]]
+    first = run(parts[0])
+    return np.concatenate([first, *(collect(f, run, part) for f, part in rest)])
+
+
+def collect(
+    future: cf.Future[np.ndarray], run: Callable[[np.ndarray], np.ndarray], X: np.ndarray
+) -> np.ndarray:
+    """The answer of ``run(X)`` submitted as ``future``: computed on this thread if no
+    thread has started it yet (taken back from the queue), else awaited."""
+    return run(X) if future.cancel() else future.result()
 
 
 class ParityError(RuntimeError):
@@ -137,10 +148,16 @@ class ServedModel:
         return _in_parts(self._run, self._checked(X), BULK_ROWS)
 
     def submit(self, X: np.ndarray) -> cf.Future[np.ndarray]:
-        """:meth:`predict` of ``X`` on one of ``BULK_THREADS`` threads. A caller that builds
-        a room's grid in parts submits each as it is built: the trees score one part while
-        it builds the next (each row is scored alone: the same bits as one call)."""
+        """The scores of ``X`` (as :meth:`predict`, in one piece) on one of the
+        :func:`bulk_pool` threads. A caller that builds a room's grid in parts submits each
+        as it is built, so the trees score one part while it builds the next (each row is
+        scored alone: the same bits as one call), then takes each with :meth:`collect`."""
         return bulk_pool().submit(self._run, self._checked(X))
+
+    def collect(self, future: cf.Future[np.ndarray], X: np.ndarray) -> np.ndarray:
+        """The scores :meth:`submit` of ``X`` gave ``future``; computed here if no thread
+        has started them yet."""
+        return collect(future, self._run, X)
 
     def _checked(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)

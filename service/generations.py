@@ -21,9 +21,11 @@ class Generations(Generic[K, V]):
     calls). Plain dicts of values the cyclic garbage collector does not track stay
     untracked, which an ``OrderedDict`` or an ``lru_cache`` of containers does not.
 
-    Safe enough from several threads under the GIL: a lookup racing a turnover only
-    misses. Maps that must turn over together (a value kept in two parts) are written
-    under their owner's lock.
+    Not locked: :meth:`get` and :meth:`lookup` write too (what they find old moves young).
+    From several threads under the GIL, a lookup racing a turnover misses, and two writes
+    racing a turnover may forget a generation early: a cache may lose entries, never give
+    a wrong value. Maps that must turn over together (a value kept in two parts) are
+    written and moved under their owner's lock.
     """
 
     __slots__ = ("_half", "old", "young")

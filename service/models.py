@@ -155,14 +155,23 @@ class LoadedModel:
         return self.model.predict(X)
 
     def submit(self, X: np.ndarray) -> cf.Future[np.ndarray]:
-        """:meth:`predict` of ``X`` on the model's own threads, if it has them (a room's
-        grid scored part by part while the next part is built); else here, now."""
+        """:meth:`predict` of ``X`` on the process's bulk threads if the model has them (a
+        room's grid scored part by part while the next part is built); else here, now.
+        Take the scores with :meth:`collect`."""
         submit = getattr(self.model, "submit", None)
         if submit is not None:
             return cast(cf.Future[np.ndarray], submit(X))
         done: cf.Future[np.ndarray] = cf.Future()
         done.set_result(np.asarray(self.model.predict(X)).ravel())
         return done
+
+    def collect(self, future: cf.Future[np.ndarray], X: np.ndarray) -> np.ndarray:
+        """The scores :meth:`submit` of ``X`` gave ``future``, computed on this thread if no
+        thread has started them (a call does not wait behind another call's parts)."""
+        collect = getattr(self.model, "collect", None)
+        if collect is not None:
+            return np.asarray(collect(future, X))
+        return future.result()
 
     def predict_kept(self, X: np.ndarray) -> tuple[np.ndarray, list[bytes] | None]:
         """float64 scores of ``X``, as :meth:`predict`, with the scores of rows whose

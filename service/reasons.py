@@ -376,14 +376,16 @@ _described_lock = threading.Lock()
 
 def _describe_kept(key: tuple[str, float]) -> tuple[tuple[str, str], dict[str, str]]:
     with _described_lock:
-        described, args = _DESCRIBED.get(key), _ARGS.get(key)
+        args, described = _ARGS.get(key), _DESCRIBED.get(key)
         if described is not None and args is not None:
             return described, args
     code, args, text = _describe(*key)
     described = (code, text)
     with _described_lock:
-        _DESCRIBED.put(key, described)
+        # Args first: the lock-free readers of _reason look up the text first, so one that
+        # finds this text finds these args too.
         _ARGS.put(key, args)
+        _DESCRIBED.put(key, described)
     return described, args
 
 

@@ -11,6 +11,7 @@ popularity) and says so in its flags; it is never late on purpose.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import itertools
 import operator
 import threading
@@ -20,7 +21,6 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from features.served_model import BULK_ROWS, BULK_THREADS
 from features.tables import (
     BY_NAME,
     PRODUCT_LIVE,
@@ -63,6 +63,7 @@ from service.domain import (
     Segment,
     ViewerScore,
 )
+from service.errors import DeadlineExceeded
 from service.feast_reader import TS, Row
 from service.features_online import VIEWER_VIEWS, OnlineFeatures, Request, Rows, judge, ttl_s
 from service.ingest.rooms import RoomMemory, RoomSnapshot, ViewerRows
@@ -349,12 +350,10 @@ def _viewer_rows(block: Cols, rows: slice | np.ndarray, n: int) -> Cols:
 
 
 def _parts(viewers: int, products: int) -> list[tuple[int, int]]:
-    """A room's grid in parts of whole viewers, each about ``GRID_PART_ROWS`` rows (at least
-    ``BULK_THREADS`` parts for a grid that big, so that every thread scores)."""
+    """A room's grid in parts of whole viewers, each about ``GRID_PART_ROWS`` rows (a viewer
+    with more rows than that is a part alone)."""
     rows = viewers * products
     count = max(1, min(viewers, -(-rows // GRID_PART_ROWS)))
-    if rows >= BULK_ROWS:
-        count = max(count, min(viewers, BULK_THREADS))
     bounds = np.linspace(0, viewers, count + 1).round().astype(int).tolist()
     return list(itertools.pairwise(bounds))
 
@@ -716,18 +715,28 @@ class Scorer:
             nv,
         )
         pblock = product_at(static, pcols, now)
-        # Built and scored in parts of viewers: the model's threads score a part while this
-        # one builds the next, then judges the viewers' rows.
+        # Built and scored in parts of viewers: the bulk threads score a part while this
+        # one builds the next, then judges the viewers' rows. Past the deadline (the caller
+        # has given up) the rest is not built, and what was submitted is withdrawn.
         X = np.empty((nv * nc, len(NEXT_PRODUCT.columns)), dtype=np.float32)
-        scoring = []
-        for a, b in _parts(nv, nc):
-            part = X[a * nc : b * nc]
-            block = _viewer_rows(viewer_block, slice(a, b), nv)
-            assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, out=part)
-            scoring.append(model.submit(part))
-        # Every viewer's rows judged at once: stale if any is, as old as the oldest.
-        stale, viewer_ages = self._viewers_age(rows, nv, now)
-        scored = np.concatenate([np.asarray(f.result(), np.float64).ravel() for f in scoring])
+        scoring: list[tuple[cf.Future[np.ndarray], np.ndarray]] = []
+        try:
+            for a, b in _parts(nv, nc):
+                if deadline.remaining() <= 0:
+                    raise DeadlineExceeded("deadline passed while the room's grid was built")
+                part = X[a * nc : b * nc]
+                block = _viewer_rows(viewer_block, slice(a, b), nv)
+                assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, out=part)
+                scoring.append((model.submit(part), part))
+            # Every viewer's rows judged at once: stale if any is, as old as the oldest.
+            stale, viewer_ages = self._viewers_age(rows, nv, now)
+            scored = np.concatenate(
+                [np.asarray(model.collect(f, part), np.float64).ravel() for f, part in scoring]
+            )
+        except BaseException:
+            for f, _ in scoring:
+                f.cancel()
+            raise
         P = np.clip(scored.reshape(nv, nc), 0.0, 1.0)
         expected = P.sum(axis=0)
         score = expected / nv

@@ -3,6 +3,7 @@ keys (rows that take the same branches everywhere)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,8 @@ def test_contributions_of_many_rows_are_the_same_bits_as_of_few() -> None:
     assert np.array_equal(many, few)
 
 
-def test_leaves_from_the_leaf_graph_are_lightgbms_own() -> None:
+def test_leaves_from_the_leaf_graph_are_lightgbms_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(served_model, "BULK_THREADS", 2)  # split even on a one-core machine
     rng = np.random.default_rng(2)
     X = rng.normal(size=(1500, 4)).astype(np.float32)
     X[rng.uniform(size=X.shape) < 0.2] = np.nan
@@ -245,3 +247,29 @@ def test_branch_keys_take_a_byte_a_feature_then_two() -> None:
     # 126 thresholds and the infinities: positions up to 256, past a byte.
     values = np.array([[126.0], [np.nan]], dtype=np.float32)
     assert many(values).dtype == np.uint16 and many(values)[:, 0].tolist() == [254, 256]
+
+
+def test_a_part_no_thread_has_started_is_scored_by_the_caller(tmp_path: Path) -> None:
+    """A room's parts wait in the bulk threads' queue; whoever collects one that no thread
+    has started scores it itself instead of waiting behind other calls' parts."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(600, 4)).astype(np.float32)
+    model = _served(tmp_path, X, X[:, 0] > 0)
+    release = threading.Event()
+    busy = [served_model.bulk_pool().submit(release.wait) for _ in range(8)]
+    try:
+        queued = model.submit(X[:100])
+        out: dict[str, np.ndarray] = {}
+        caller = threading.Thread(target=lambda: out.update(got=model.collect(queued, X[:100])))
+        caller.start()
+        caller.join(10.0)
+        assert not caller.is_alive()  # answered while every bulk thread is held
+        assert queued.cancelled()
+        got = out["got"]
+        assert np.array_equal(got, model.predict(X[:100]))
+    finally:
+        release.set()
+    assert all(f.result() for f in busy)
+    started = model.submit(X[:100])
+    started.result()
+    assert np.array_equal(model.collect(started, X[:100]), got)  # done on its thread

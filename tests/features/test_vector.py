@@ -91,8 +91,8 @@ def test_a_grid_is_written_into_a_part_of_a_larger_matrix_as_built_alone(
     out = np.full((nv * npr + 3, len(NEXT_PRODUCT.columns)), -7.0, dtype=np.float32)
     for a, b in ((0, 1), (1, nv)):
         part = {k: v[a:b] if np.ndim(v) and len(v) == nv else v for k, v in viewers.items()}
-        got = assemble_grid(NEXT_PRODUCT, part, products, out=out[a * npr : b * npr])
-        assert got.base is out  # written in place, not copied
+        into = out[a * npr : b * npr]
+        assert assemble_grid(NEXT_PRODUCT, part, products, out=into) is into  # in place
     np.testing.assert_array_equal(out[: nv * npr], whole)
     assert (out[nv * npr :] == -7.0).all()  # nothing written past the grid
     for bad in (out[:5], out[: nv * npr].astype(np.float64), np.asfortranarray(whole)):

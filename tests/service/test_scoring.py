@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import itertools
 import math
 import time
@@ -27,6 +28,7 @@ from service.domain import (
     ScoreConversionQuery,
     Segment,
 )
+from service.errors import DeadlineExceeded
 from service.feast_reader import FeastReader, Row
 from service.features_online import VIEWER_VIEWS, OnlineFeatures, Rows, judge
 from service.models import LoadedModel, ModelRegistry
@@ -598,7 +600,7 @@ def test_a_rooms_grid_in_parts_covers_every_viewer_once() -> None:
         assert parts[0][0] == 0 and parts[-1][1] == viewers
         assert all(a < b for a, b in parts)
         assert all(b == c for (_, b), (c, _) in itertools.pairwise(parts))
-        assert len(parts) >= min(viewers, scoring.BULK_THREADS)  # every thread scores
+        assert len(parts) >= 2  # both bulk threads score
         assert max((b - a) * products for a, b in parts) <= scoring.GRID_PART_ROWS + products
     assert len(scoring._parts(2000, 30)) == -(-60_000 // scoring.GRID_PART_ROWS)
 
@@ -607,27 +609,53 @@ def test_a_rooms_answer_is_the_same_built_and_scored_in_parts(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """RecommendNextProduct builds a room's grid viewers part by part and submits each
-    part to the model as it is built: the answer is the one of the grid scored whole."""
+    part to be scored on other threads as it is built (while it builds the next into the
+    same matrix): the answer is the one of the grid scored whole."""
     scorer = _scorer(world, tmp_path)
     model = scorer.models.get(NEXT_PRODUCT_MODEL)
     assert model is not None
     query = NextProductQuery(world.room, tuple(world.products[:8]), top_k=5)
     submitted: list[int] = []
-    submit = LoadedModel.submit
+    threads = cf.ThreadPoolExecutor(2)
 
-    def counted(self: LoadedModel, X: np.ndarray) -> Any:
+    def on_threads(self: LoadedModel, X: np.ndarray) -> cf.Future[np.ndarray]:
         submitted.append(len(X))
-        return submit(self, X)
+        return threads.submit(lambda: np.asarray(self.model.predict(X)).ravel())
 
-    monkeypatch.setattr(LoadedModel, "submit", counted)
-    whole = scorer.recommend_next_product(query, Deadline.after(5))
-    assert submitted == [whole.viewers_present * 8]
-    submitted.clear()
-    monkeypatch.setattr(scoring, "GRID_PART_ROWS", 8)  # a part a viewer
-    parts = scorer.recommend_next_product(query, Deadline.after(5))
+    monkeypatch.setattr(LoadedModel, "submit", on_threads)
+    try:
+        whole = scorer.recommend_next_product(query, Deadline.after(5))
+        assert submitted == [whole.viewers_present * 8]
+        submitted.clear()
+        monkeypatch.setattr(scoring, "GRID_PART_ROWS", 8)  # a part a viewer
+        parts = scorer.recommend_next_product(query, Deadline.after(5))
+    finally:
+        threads.shutdown()
     assert whole.viewers_present > 2
     assert submitted == [8] * whole.viewers_present
     assert [p.product_id for p in parts.products] == [p.product_id for p in whole.products]
     for a, b in zip(parts.products, whole.products, strict=True):
         assert a.score == b.score and a.expected_conversions == b.expected_conversions
         assert [(r.code, r.weight) for r in a.reasons] == [(r.code, r.weight) for r in b.reasons]
+
+
+def test_a_rooms_grid_is_not_built_past_the_deadline(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the deadline has passed (the caller has given up) the rest of the grid is not
+    built and the parts submitted are withdrawn."""
+    scorer = _scorer(world, tmp_path)
+    query = NextProductQuery(world.room, tuple(world.products[:8]), top_k=5)
+    monkeypatch.setattr(scoring, "GRID_PART_ROWS", 8)  # a part a viewer
+    built: list[int] = []
+    assemble = scoring.assemble_grid
+
+    def slow(*args: Any, **kwargs: Any) -> np.ndarray:
+        built.append(1)
+        time.sleep(0.3)  # the first part outlasts the deadline
+        return assemble(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "assemble_grid", slow)
+    with pytest.raises(DeadlineExceeded, match="grid"):
+        scorer.recommend_next_product(query, Deadline.after(0.2))
+    assert built == [1]

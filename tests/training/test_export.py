@@ -162,11 +162,13 @@ def test_misordered_groups_counts_true_swaps_not_near_ties() -> None:
 
 
 def test_a_room_sized_batch_is_split_across_threads_with_the_same_answers(
-    champion_dir: Path,
+    champion_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past BULK_ROWS the rows are scored in parts at once: each row's answer is the one
     it gets alone (the room call sums them, so a difference would move its ranking)."""
     from features import served_model
+
+    monkeypatch.setattr(served_model, "BULK_THREADS", 2)  # split even on a one-core machine
 
     model = ServedModel.load(champion_dir)
     with np.load(champion_dir / PARITY_FILE) as parity:
@@ -177,8 +179,8 @@ def test_a_room_sized_batch_is_split_across_threads_with_the_same_answers(
     assert whole.shape == (len(X),)
     assert np.array_equal(whole, chunks)
     # Parts submitted to the model's threads (a room's grid, built part by part) too.
-    parts = [model.submit(X[i : i + 3000]) for i in range(0, len(X), 3000)]
+    parts = [(model.submit(X[i : i + 3000]), X[i : i + 3000]) for i in range(0, len(X), 3000)]
     assert len(parts) == 3
-    assert np.array_equal(np.concatenate([f.result() for f in parts]), whole)
+    assert np.array_equal(np.concatenate([model.collect(f, x) for f, x in parts]), whole)
     with pytest.raises(ValueError, match="features"):
         model.submit(X[:, :3])
