@@ -144,7 +144,7 @@ class ServedModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, float32 (n,), for float32 rows in :attr:`columns` order."""
-        # A whole room (thousands of viewers x candidates) in one call uses the cores.
+        # A large batch uses the cores (a room's grid comes in parts: submit).
         return _in_parts(self._run, self._checked(X), BULK_ROWS)
 
     def submit(self, X: np.ndarray) -> cf.Future[np.ndarray]:

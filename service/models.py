@@ -447,8 +447,8 @@ class ModelRegistry:
 
     def _loaded(self, name: str, version: str, model: ScoringModel) -> LoadedModel:
         # RankProducts' and ScoreConversion's rows are kept by branch key (RecommendNext-
-        # Product scores 60,000 rows at once through predict, where a lookup per row
-        # would cost more than ONNX Runtime).
+        # Product's 60,000 rows go through submit: every one of them has a key of its own,
+        # and a lookup per row would cost more than ONNX Runtime).
         return LoadedModel(name, version, model, SPECS[name], self.kept_rows)
 
     def _swap(self, loaded: LoadedModel) -> None:
