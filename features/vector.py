@@ -604,6 +604,13 @@ def assemble_grid(
     return out
 
 
+def grid_lead(spec: ModelSpec) -> int:
+    """How many of ``spec``'s columns lead every row of an :func:`assemble_grid` grid from
+    the viewer's block: the same values in all of a viewer's rows."""
+    n = len(CONVERSION_COLUMNS)
+    return n if spec.columns[:n] == CONVERSION_COLUMNS else 0
+
+
 Positions = tuple[list[int], tuple[str, ...]]
 
 

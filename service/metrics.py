@@ -12,10 +12,13 @@ importing ``feast.metrics`` sets ``PROMETHEUS_MULTIPROC_DIR`` for its own use.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from service.domain import Flags
 
@@ -71,6 +74,12 @@ class Metrics:
             child = self._children[metric, labels] = metric.labels(*labels)
         return child
 
+    def watch_rows(self, counts: Callable[[], Iterable[tuple[str, str, str, int]]]) -> None:
+        """Export ``counts()`` (``(model, kept_by, how, rows)``: rows whose score was
+        looked up or scored) as ``liverec_model_rows_total``, read at each scrape: the
+        scoring path keeps plain counts and pays nothing per call for the metric."""
+        self.registry.register(_RowsCollector(counts))
+
     def answered(self, method: str, code: str, seconds: float | None = None) -> None:
         """Count one answered call of ``method`` with status ``code``; time it if given."""
         self._child(self.requests, method, code).inc()
@@ -109,3 +118,21 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+class _RowsCollector(Collector):
+    def __init__(self, counts: Callable[[], Iterable[tuple[str, str, str, int]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "liverec_model_rows",
+            "Rows a model was asked to score, by how their score was found: looked_up "
+            "(kept from an earlier call, exact) or scored (run through the model); kept_by "
+            "rows (branch keys: RankProducts, ScoreConversion) or room (a room's last grid: "
+            "RecommendNextProduct).",
+            labels=["model", "kept_by", "how"],
+        )
+        for model, kept_by, how, rows in self._counts():
+            family.add_metric([model, kept_by, how], rows)
+        yield family

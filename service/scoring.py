@@ -37,6 +37,7 @@ from features.vector import (
     assemble_grid,
     assemble_viewers,
     cross_block,
+    grid_lead,
     pack_static,
     product_at,
     product_static,
@@ -69,6 +70,7 @@ from service.features_online import VIEWER_VIEWS, OnlineFeatures, Request, Rows,
 from service.ingest.rooms import RoomMemory, RoomSnapshot, ViewerRows
 from service.models import LoadedModel, ModelRegistry
 from service.reasons import explain_room, explain_rows
+from service.room_scores import RoomScores
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
 
 #: Most viewers whose contributions explain a candidate of RecommendNextProduct.
@@ -329,9 +331,9 @@ def _static(demographics: list[Row | None], profiles: list[Row | None]) -> Cols:
     return viewer_static(cols)
 
 
-def _alike_together(block: Cols, keys: Sequence[str], n: int) -> Cols:
-    """``block`` (``n`` viewers' columns) with its viewers sorted by the columns ``keys``,
-    first key first (NaN last, ties in their order).
+def _alike_order(block: Cols, keys: Sequence[str], n: int) -> np.ndarray | None:
+    """The order of ``block``'s ``n`` viewers sorted by the columns ``keys``, first key
+    first (NaN last, ties in their order); ``None``: as they are.
 
     ONNX Runtime walks every tree for one row after another; rows whose values take the
     same branches keep its branch predictor and caches right. Measured on the bench
@@ -340,8 +342,29 @@ def _alike_together(block: Cols, keys: Sequence[str], n: int) -> Cols:
     of sorting.
     """
     if n < 2 or not keys:
-        return block
-    return _viewer_rows(block, np.lexsort([block[k] for k in reversed(keys)]), n)
+        return None
+    return np.lexsort([block[k] for k in reversed(keys)])
+
+
+Kept = tuple[np.ndarray, np.ndarray]
+
+
+def _scores(
+    model: LoadedModel,
+    future: cf.Future[np.ndarray] | None,
+    X: np.ndarray,
+    kept: Kept | None,
+) -> np.ndarray:
+    """A part's scores: what ``future`` (``model.submit(X)``) gives; with ``kept`` (which
+    of the part's rows moved, and the kept scores of the others) filled in where they
+    moved."""
+    got = np.empty(0) if future is None else model.collect(future, X)
+    got = np.asarray(got, dtype=np.float64).ravel()
+    if kept is None:
+        return got
+    need, scores = kept
+    scores[need] = got
+    return scores
 
 
 def _viewer_rows(block: Cols, rows: slice | np.ndarray, n: int) -> Cols:
@@ -404,8 +427,26 @@ class Scorer:
         #: (:func:`features.vector.cross_block` reads nothing else of theirs): about 5 KB
         #: an entry, plus the rows it holds until it is used again or falls out.
         self._cross: _KeptWhileSame[tuple[str, tuple[str, ...]], Cols] = _KeptWhileSame(4096)
+        #: RecommendNextProduct's last grid of each room, to score only what moved.
+        self.room_scores = RoomScores(settings.score_kept_rows)
 
     # -- helpers -----------------------------------------------------------------------
+
+    def rows_counted(self) -> list[tuple[str, str, str, int]]:
+        """``(model, kept_by, how, rows)``: the rows each model's scores were looked up for
+        or scored, kept by branch key (RankProducts, ScoreConversion) or by room
+        (RecommendNextProduct), since start (:meth:`Metrics.watch_rows`)."""
+        out = []
+        for name in (CONVERSION_MODEL, NEXT_PRODUCT_MODEL):
+            model = self.models.get(name)
+            kept = None if model is None else model.kept
+            if kept is not None:
+                out += [(name, "rows", "looked_up", kept.looked_up)]
+                out += [(name, "rows", "scored", kept.scored)]
+        rooms = self.room_scores
+        out += [(NEXT_PRODUCT_MODEL, "room", "looked_up", rooms.looked_up)]
+        out += [(NEXT_PRODUCT_MODEL, "room", "scored", rooms.scored)]
+        return out
 
     def segment(self, p: float) -> Segment:
         if p >= self.s.segment_high_conversion:
@@ -709,17 +750,22 @@ class Scorer:
         pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
         # The grid's viewers in the order of what the trees test most (not by id): the
         # answer is the same sum over the same viewers, and the trees run ~20% faster.
-        viewer_block = _alike_together(
-            self._viewers_block(viewers, rows, now),
-            model.most_split(CONVERSION.columns, GRID_ORDER_BY),
-            nv,
-        )
+        block = self._viewers_block(viewers, rows, now)
+        order = _alike_order(block, model.most_split(CONVERSION.columns, GRID_ORDER_BY), nv)
+        viewer_block = block if order is None else _viewer_rows(block, order, nv)
+        in_grid = viewers if order is None else [viewers[i] for i in order.tolist()]
         pblock = product_at(static, pcols, now)
+        # The room's last grid, if the same model scored it over the same candidates: its
+        # rows that did not move are not scored again (exact: service.room_scores).
+        kept_by = model.kept
+        room_key = (q.room_id, tuple(cands))
+        last = None if kept_by is None else self.room_scores.get(room_key, model)
+        lead = grid_lead(NEXT_PRODUCT)
         # Built and scored in parts of viewers: the bulk threads score a part while this
         # one builds the next, then judges the viewers' rows. Past the deadline (the caller
         # has given up) the rest is not built, and what was submitted is withdrawn.
         X = np.empty((nv * nc, len(NEXT_PRODUCT.columns)), dtype=np.float32)
-        scoring: list[tuple[cf.Future[np.ndarray], np.ndarray]] = []
+        scoring: list[tuple[cf.Future[np.ndarray] | None, np.ndarray, Kept | None]] = []
         try:
             for a, b in _parts(nv, nc):
                 if deadline.remaining() <= 0:
@@ -727,16 +773,24 @@ class Scorer:
                 part = X[a * nc : b * nc]
                 block = _viewer_rows(viewer_block, slice(a, b), nv)
                 assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, out=part)
-                scoring.append((model.submit(part), part))
+                if last is None or kept_by is None:
+                    scoring.append((model.submit(part), part, None))
+                    continue
+                moved = self.room_scores.moved(last, kept_by.keys, in_grid[a:b], part, lead)
+                todo = part if moved[0].all() else part[moved[0]]
+                scoring.append((model.submit(todo) if len(todo) else None, todo, moved))
             # Every viewer's rows judged at once: stale if any is, as old as the oldest.
             stale, viewer_ages = self._viewers_age(rows, nv, now)
-            scored = np.concatenate(
-                [np.asarray(model.collect(f, part), np.float64).ravel() for f, part in scoring]
-            )
+            scored = np.concatenate([_scores(model, *s) for s in scoring])
         except BaseException:
-            for f, _ in scoring:
-                f.cancel()
+            for f, *_ in scoring:
+                if f is not None:
+                    f.cancel()
             raise
+        if kept_by is not None:
+            self.room_scores.put(room_key, model, in_grid, X, lead, scored)
+            if last is None:
+                self.room_scores.scored_all(len(scored))
         P = np.clip(scored.reshape(nv, nc), 0.0, 1.0)
         expected = P.sum(axis=0)
         score = expected / nv

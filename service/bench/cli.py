@@ -10,6 +10,7 @@ search, the room calls, freshness, ingestion + scoring together; then
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
@@ -46,6 +47,8 @@ def _config(smoke: bool, size: str | None) -> dict[str, Any]:
             "score_viewers": 200,
             "score_rate": 5,
             "next_calls": 2,
+            "next_events_rate": 300,
+            "next_cold_calls": 2,
             "room_duration_s": 2.0,
             "probes": 5,
             "ingest_events": 20_000,
@@ -76,6 +79,12 @@ def _config(smoke: bool, size: str | None) -> dict[str, Any]:
         # 100 calls each: the p99 of fewer samples is the slowest call, not a percentile
         # (20 calls put 81% of the weight of their p99 on the slowest one).
         "next_calls": 100,
+        # While they run, the room's 2,000 viewers send 2,000 events/s: 86x the simulated
+        # world's 0.7 events per viewer-minute, so each call finds ~5% of the viewers
+        # changed since the one before (what the simulated room would show asked every ~4 s).
+        "next_events_rate": 2000,
+        # Then calls with the candidates in a new order each time: nothing kept.
+        "next_cold_calls": 30,
         "room_duration_s": 20.0,
         "probes": 50,
         "ingest_events": 200_000,
@@ -225,6 +234,8 @@ def _run(cfg: dict[str, Any], result: dict[str, Any], ingest_path: str, rebuild:
                 cfg["room_duration_s"],
                 cfg["channels"],
                 echo=echo,
+                events=_room_events(world, big, server, cfg) if path == "grpc" else None,
+                cold_calls=cfg["next_cold_calls"],
             )
         )
         echo("[3/6] ingestion: freshness, throughput, ingestion + scoring together")
@@ -365,6 +376,23 @@ async def _single(server: Any, calls: Any, cfg: dict[str, Any]) -> dict[str, Any
         return run.stats().as_dict()
     finally:
         await client.close()
+
+
+def _room_events(world: Any, w: Any, server: Any, cfg: dict[str, Any]) -> Any:
+    """The room's viewers' events at ``next_events_rate``/s over PublishEvents, until told
+    to stop: what changes between two RecommendNextProduct calls of a live room."""
+    from service.bench import ingest
+
+    async def play(stop: asyncio.Event) -> dict[str, Any]:
+        sink = await ingest.make_sink("grpc", world, Path(), server.address)
+        try:
+            return await ingest.paced(
+                sink, world, w, cfg["next_events_rate"], duration_s=3600.0, stop=stop
+            )
+        finally:
+            await sink.close()
+
+    return play
 
 
 async def _freshness(

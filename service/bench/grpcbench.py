@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import selectors
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,10 +220,16 @@ async def room_suite(
     duration_s: float,
     channels: int,
     echo: Callable[[str], None] = print,
+    events: Callable[[asyncio.Event], Coroutine[Any, Any, Any]] | None = None,
+    cold_calls: int = 0,
 ) -> dict[str, Any]:
     """ScoreConversion open loop at ``score_rate``; RecommendNextProduct ``next_calls``
     times one after another (a 2,000-viewer room can take longer than any sane interval,
-    and queued calls would keep the server busy long after the window)."""
+    and queued calls would keep the server busy long after the window), while
+    ``events(stop)`` (if given) plays the room's viewers' events into the server until
+    ``stop`` is set, as a live room does between two asks; then ``cold_calls`` more with
+    the candidates in a new order each call, so that the server has no grid of theirs
+    kept (every row scored)."""
     client = Client(server.address, channels)
     try:
         score = client.score(calls.score)
@@ -234,21 +240,89 @@ async def room_suite(
         )
         echo(f"  ScoreConversion({len(calls.score.viewer_ids)}) at {score_rate:.0f}/s ...")
         s = await measured(server, score, score_rate, duration_s, channels)
-        echo(
+        label = (
             f"  RecommendNextProduct({probe.viewers_present} x "
-            f"{len(calls.next_product.candidate_product_ids)}) x{next_calls}, one at a time ..."
+            f"{len(calls.next_product.candidate_product_ids)})"
         )
-        with procstat.CpuMeter(server.pid) as meter:
-            run = await loadgen.run_closed_loop(nxt, next_calls, 1)
-        assert meter.window is not None
-        n = run.summary()
-        n["mode"] = "closed loop, one call at a time"
-        n["cpu"] = meter.window.as_dict()
+        stop = asyncio.Event()
+        background: asyncio.Task[Any] | None = (
+            None if events is None else asyncio.create_task(events(stop))
+        )
+        try:
+            echo(f"{label} x{next_calls}, one at a time ...")
+            n = await _one_at_a_time(server, nxt, next_calls)
+            if cold_calls:
+                echo(f"{label} x{cold_calls}, one at a time, nothing kept ...")
+                turn = itertools.cycle(_reordered(calls.next_product, cold_calls))
+                cold = await _one_at_a_time(
+                    server,
+                    lambda i: client.stubs[i].RecommendNextProduct(
+                        next(turn), timeout=ROOM_DEADLINE_S
+                    ),
+                    cold_calls,
+                )
+                n["nothing_kept"] = cold
+        finally:
+            stop.set()
+            if background is not None:
+                played = await asyncio.gather(background, return_exceptions=True)
+        if background is not None:
+            n["events"] = played[0] if isinstance(played[0], dict) else {"error": repr(played[0])}
         n["viewers_present"] = probe.viewers_present
         n["fallback"] = probe.meta.flags.fallback
         return {"score_conversion": s, "next_product": n}
     finally:
         await client.close()
+
+
+async def _one_at_a_time(server: ServerProcess, call: loadgen.Call, n: int) -> dict[str, Any]:
+    """``n`` calls one after another: latency, the server's CPU, and how the model found
+    its rows' scores meanwhile (``liverec_model_rows_total``)."""
+    before = model_rows(server)
+    with procstat.CpuMeter(server.pid) as meter:
+        run = await loadgen.run_closed_loop(call, n, 1)
+    assert meter.window is not None
+    after = model_rows(server)
+    out = run.summary()
+    out["mode"] = "closed loop, one call at a time"
+    out["cpu"] = meter.window.as_dict()
+    out["rows"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    return out
+
+
+def _reordered(req: pb.RecommendNextProductRequest, n: int) -> list[pb.RecommendNextProductRequest]:
+    """``req`` with its candidates rotated by 1, 2, ... ``n``: each a grid of its own."""
+    cands = list(req.candidate_product_ids)
+    out = []
+    for k in range(1, n + 1):
+        r = pb.RecommendNextProductRequest()
+        r.CopyFrom(req)
+        del r.candidate_product_ids[:]
+        k %= max(1, len(cands))
+        r.candidate_product_ids.extend(cands[k:] + cands[:k])
+        out.append(r)
+    return out
+
+
+def model_rows(server: ServerProcess) -> dict[str, float]:
+    """``liverec_model_rows_total`` of the server's processes, summed, by
+    ``model/kept_by/how`` (empty where the server exports none)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for port in server.metrics_ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        for family in text_string_to_metric_families(text):
+            if family.name != "liverec_model_rows":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = "/".join(sample.labels[k] for k in ("model", "kept_by", "how"))
+                    out[key] = out.get(key, 0.0) + sample.value
+    return out
 
 
 def precise_loop() -> asyncio.AbstractEventLoop:

@@ -193,8 +193,10 @@ async def paced(
     rate: float,
     duration_s: float,
     batch_every_s: float = 0.05,
+    stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
-    """Events at ``rate``/s in a batch every ``batch_every_s`` (as a room backend would)."""
+    """Events at ``rate``/s in a batch every ``batch_every_s`` (as a room backend would),
+    for ``duration_s`` or until ``stop`` is set."""
     per = max(1, int(rate * batch_every_s))
     start = time.perf_counter()
     k = 0
@@ -203,7 +205,7 @@ async def paced(
     start_id = 5_000_000 + int(time.time() * 1000) % 1_000_000 * 10
     while True:
         due = start + k * batch_every_s
-        if due - start >= duration_s:
+        if due - start >= duration_s or (stop is not None and stop.is_set()):
             break
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         events = list(activity(w, world, per, time.time(), start_id=start_id + sent))

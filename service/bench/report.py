@@ -30,6 +30,26 @@ def _ms(x: float | None) -> str:
     return f"{x:.2f} ms" if x < 100 else f"{x:.0f} ms"
 
 
+def _rows_note(run: dict[str, Any]) -> str:
+    """What share of a RecommendNextProduct series' rows the model scored (the rest were
+    kept from the room's last grid)."""
+    rows = run.get("rows") or {}
+    scored = sum(v for k, v in rows.items() if k.endswith("/room/scored"))
+    looked_up = sum(v for k, v in rows.items() if k.endswith("/room/looked_up"))
+    if scored + looked_up <= 0:
+        return "no room grid kept"
+    if not looked_up:
+        return "every row scored"
+    return f"{scored / (scored + looked_up):.1%} of its rows scored, the rest kept"
+
+
+def _cpu_per_call(run: dict[str, Any]) -> str:
+    cpu, n = run.get("cpu") or {}, run["latency"]["n"]
+    if not n or "server_cores" not in cpu:
+        return ""
+    return f"server CPU {cpu['server_cores'] * cpu['wall_s'] / n * 1000:.1f} ms a call"
+
+
 def _judge(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
@@ -196,16 +216,34 @@ def rows(r: dict[str, Any]) -> list[Row]:
     n = room.get("next_product")
     if n:
         p99 = n["latency"]["p99_ms"]
+        ev = n.get("events") or {}
+        acting = ", the room's viewers acting" if "events_per_s" in ev else ""
+        notes = [
+            "fallback answer!" if n["fallback"] else "",
+            f"{ev['events_per_s']:,.0f} events/s into the room" if "events_per_s" in ev else "",
+            _rows_note(n),
+            _cpu_per_call(n),
+        ]
         out.append(
             Row(
-                f"RecommendNextProduct({n['viewers_present']} x 30) p99, one at a time",
+                f"RecommendNextProduct({n['viewers_present']} x 30) p99, one at a time{acting}",
                 f"{_ms(p99)} (p50 {_ms(n['latency']['p50_ms'])}, "
                 f"max {_ms(n['latency']['max_ms'])}, n={n['latency']['n']})",
                 "<= 100 ms",
                 _judge(p99 <= 100.0 and not n["errors"] and not n["fallback"]),
-                "fallback answer!" if n["fallback"] else "",
+                "; ".join(x for x in notes if x),
             )
         )
+        cold = n.get("nothing_kept")
+        if cold:
+            out.append(
+                Row(
+                    "  the same, nothing kept (candidates reordered every call)",
+                    f"{_ms(cold['latency']['p99_ms'])} (p50 {_ms(cold['latency']['p50_ms'])}, "
+                    f"max {_ms(cold['latency']['max_ms'])}, n={cold['latency']['n']})",
+                    note="; ".join(x for x in (_rows_note(cold), _cpu_per_call(cold)) if x),
+                )
+            )
     ing = r.get("ingest", {})
     tg = ing.get("throughput_grpc")
     if tg:

@@ -44,6 +44,8 @@ class ServerProcess:
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
+        #: The /metrics port of the process that answers (one worker) or of every one.
+        self.metrics_ports: list[int] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="liverec-bench-")
         self._log = Path(self._tmp.name) / "server.log"
 
@@ -99,7 +101,9 @@ class ServerProcess:
             # The ready file is the only signal a separate process can give before it
             # serves; once it exists we switch to the health check.
             time.sleep(0.1)
-        self.port = int(json.loads(ready.read_text())["grpc_port"])
+        info = json.loads(ready.read_text())
+        self.port = int(info["grpc_port"])
+        self.metrics_ports = [int(p) for p in info.get("metrics_ports", [info["metrics_port"]])]
         self.wait_serving()
         return self
 

@@ -144,6 +144,40 @@ def test_branch_keys_search_a_column_alike_in_every_row_once_with_the_same_resul
     assert np.array_equal(keys(alike), np.repeat(keys(grid[:1]), 3, axis=0))
 
 
+def test_branch_keys_say_which_rows_moved_across_a_split_as_their_keys_do() -> None:
+    rng = np.random.default_rng(5)
+    thresholds = [np.sort(rng.normal(size=k)).astype(np.float32) for k in (6, 0, 4, 9)]
+    keys = BranchKeys(thresholds)
+    old = rng.normal(size=(500, 4)).astype(np.float32)
+    old[rng.uniform(size=old.shape) < 0.05] = np.nan
+    new = old.copy()
+    # Values nudged (many within their interval, some across a threshold), values set on a
+    # threshold, -0.0 for 0.0, NaN for a number and back.
+    nudge = rng.uniform(size=old.shape) < 0.3
+    new[nudge] += rng.normal(scale=0.05, size=int(nudge.sum())).astype(np.float32)
+    new[7, 0] = thresholds[0][2]
+    old[9, 2], new[9, 2] = 0.0, -0.0
+    new[11, 3] = np.nan
+    old[13, 3], new[13, 3] = np.nan, 0.5
+    # Rows whose keys differ are the rows that moved, whatever the rows around them.
+    expect = (keys(new) != keys(old)).any(axis=1)
+    assert 0 < expect.sum() < len(old) and expect[7] and not expect[9] and expect[11]
+    assert np.array_equal(keys.moved(new, old), expect)
+    assert not keys.moved(old, old.copy()).any()
+    # Any leading shape; the last axis holds features ``first``, ``first + 1``, ...
+    assert np.array_equal(
+        keys.moved(new.reshape(50, 10, 4), old.reshape(50, 10, 4)), expect.reshape(50, 10)
+    )
+    assert np.array_equal(
+        keys.moved(new[:, 2:], old[:, 2:], 2), (keys(new) != keys(old))[:, 2:].any(axis=1)
+    )
+    assert keys.moved(new[:, :0], old[:, :0]).shape == (500,)
+    with pytest.raises(ValueError, match="alike"):
+        keys.moved(new, old[:, :3])
+    with pytest.raises(ValueError, match=r"features 2\.\.4 of 4"):
+        keys.moved(new[:, :3], old[:, :3], 2)
+
+
 def _served(tmp: Path, X: np.ndarray, y: np.ndarray) -> ServedModel:
     from training.export import write_served
 

@@ -12,11 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
 from service.cli import build_app
+from service.domain import Deadline, NextProductQuery
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
+from service.scoring import Scorer
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL
 from tests.service.conftest import RPC_S, ServerThread, World, make_settings
 from tests.service.registry_helpers import register_served, served_dir
@@ -107,6 +110,63 @@ def test_scoring_asked_again_looks_its_rows_up_and_answers_the_same(
         (counts[1][0], counts[1][1] + 20),
     ]
     assert again == first
+
+
+def test_a_rooms_grid_asked_again_scores_the_rows_that_moved_and_answers_the_same_bits(
+    real: ServerThread, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RecommendNextProduct keeps a room's last grid: asked again, only the rows whose
+    values crossed a split are scored, and the answer is the one a scorer that keeps
+    nothing gives, bit for bit."""
+    scorer: Scorer = real.app.scorer
+    rooms = scorer.room_scores
+    model = real.app.models.get(NEXT_PRODUCT_MODEL)
+    assert model is not None and model.kept is not None
+    keeps_nothing = Scorer(
+        scorer.s.model_copy(update={"score_kept_rows": 0}), real.app.features, real.app.models
+    )
+    query = NextProductQuery(world.room, tuple(world.products[:12]), top_k=5)
+    start = real.app.features.clock()
+
+    def ask(minutes: float) -> tuple[Any, Any]:
+        monkeypatch.setattr(real.app.features, "clock", lambda: start + 60 * minutes)
+        return (
+            scorer.recommend_next_product(query, Deadline.after(RPC_S)),
+            keeps_nothing.recommend_next_product(query, Deadline.after(RPC_S)),
+        )
+
+    kept, fresh = ask(0)
+    assert kept == fresh and kept.viewers_present == len(world.present) > 2
+    rows = len(world.present) * len(query.candidates)
+    # The time held: nothing moved, nothing is scored.
+    before = (rooms.scored, rooms.looked_up)
+    again, fresh = ask(0)
+    assert again == fresh == kept
+    assert (rooms.scored, rooms.looked_up) == (before[0], before[1] + rows)
+    # One viewer's tenure past every split: that viewer's rows alone are scored again.
+    viewer_block = Scorer._viewers_block
+
+    def moved_one(self: Scorer, viewers: Any, *args: Any, **kwargs: Any) -> Any:
+        block = dict(viewer_block(self, viewers, *args, **kwargs))
+        block["tenure_days"] = block["tenure_days"].copy()
+        block["tenure_days"][viewers.index(world.present[0])] = np.inf
+        return block
+
+    monkeypatch.setattr(Scorer, "_viewers_block", moved_one)
+    before = (rooms.scored, rooms.looked_up)
+    kept, fresh = ask(0)
+    assert kept == fresh
+    n = len(query.candidates)
+    assert (rooms.scored, rooms.looked_up) == (before[0] + n, before[1] + rows - n)
+    # Later, the time features moved (rows across a split are scored, the rest kept).
+    for minutes in (2, 9, 47, 180):
+        kept, fresh = ask(minutes)
+        assert kept == fresh, minutes
+    # The counts are the server's metric.
+    sample = real.app.metrics.registry.get_sample_value
+    for how, rows_ in (("scored", rooms.scored), ("looked_up", rooms.looked_up)):
+        labels = {"model": NEXT_PRODUCT_MODEL, "kept_by": "room", "how": how}
+        assert sample("liverec_model_rows_total", labels) == rows_ > 0
 
 
 def test_real_model_hot_swap_follows_the_alias(real: ServerThread, world: World) -> None:

@@ -33,7 +33,7 @@ from service.feast_reader import FeastReader, Row
 from service.features_online import VIEWER_VIEWS, OnlineFeatures, Rows, judge
 from service.models import LoadedModel, ModelRegistry
 from service.reasons import explain, explain_rows
-from service.scoring import Scorer, _alike_together, view_columns
+from service.scoring import Scorer, _alike_order, _viewer_rows, view_columns
 from service.settings import NEXT_PRODUCT_MODEL
 from tests.service.conftest import World, fake_source, make_settings
 from tests.service.fakes import LinearModel
@@ -549,16 +549,19 @@ def test_a_rooms_viewers_are_sorted_alike_together_every_column_alike() -> None:
         "_cart": np.array(["w", "x", "y", "z"], dtype=object),
         "_affinity": np.arange(8.0).reshape(4, 2),
     }
-    out = _alike_together(block, ["a", "b"], 4)
+    got = _alike_order(block, ["a", "b"], 4)
+    assert got is not None
     order = [2, 3, 0, 1]  # by a, then b; NaN last
+    assert got.tolist() == order
+    out = _viewer_rows(block, got, 4)
     assert list(out) == list(block)
     for k, v in block.items():
         np.testing.assert_array_equal(out[k], v[order])
     # Ties keep their order; nothing to sort by (or one viewer) leaves the block as it is.
-    ties = _alike_together({"a": np.array([1.0, 1.0, 0.0]), "i": np.arange(3.0)}, ["a"], 3)
-    assert ties["i"].tolist() == [2.0, 0.0, 1.0]
-    assert _alike_together(block, [], 4) is block
-    assert _alike_together({"a": np.array([1.0])}, ["a"], 1)["a"].tolist() == [1.0]
+    ties = _alike_order({"a": np.array([1.0, 1.0, 0.0]), "i": np.arange(3.0)}, ["a"], 3)
+    assert ties is not None and ties.tolist() == [2, 0, 1]
+    assert _alike_order(block, [], 4) is None
+    assert _alike_order({"a": np.array([1.0])}, ["a"], 1) is None
 
 
 def test_a_rooms_answer_is_the_same_whatever_order_its_viewers_are_scored_in(
@@ -572,14 +575,14 @@ def test_a_rooms_answer_is_the_same_whatever_order_its_viewers_are_scored_in(
     query = NextProductQuery(world.room, tuple(world.products[:8]), top_k=5)
     moved: list[bool] = []
 
-    def alike_together(block: dict, keys: Sequence[str], n: int) -> dict:
+    def alike_order(block: dict, keys: Sequence[str], n: int) -> np.ndarray | None:
         # Sorted by profile columns, which differ between the tiny world's viewers
         # whatever the hour (who has a cart depends on when the test runs).
-        out = _alike_together(block, ["tenure_days", "order_count"] if keys else [], n)
-        moved.append(not np.array_equal(out["tenure_days"], block["tenure_days"], equal_nan=True))
-        return out
+        order = _alike_order(block, ["tenure_days", "order_count"] if keys else [], n)
+        moved.append(order is not None and order.tolist() != sorted(order.tolist()))
+        return order
 
-    monkeypatch.setattr(scoring, "_alike_together", alike_together)
+    monkeypatch.setattr(scoring, "_alike_order", alike_order)
     sorted_ = scorer.recommend_next_product(query, Deadline.after(5))
     assert moved == [True]  # the room's viewers were scored in another order than by id
     monkeypatch.setattr(scoring, "GRID_ORDER_BY", 0)

@@ -96,6 +96,42 @@ def test_the_viewers_in_turn_run_has_its_row() -> None:
     assert row.verdict == ""  # information beside the budget rows, which stay as they were
 
 
+def _room_run(p50: float, p99: float, scored: float, looked_up: float) -> dict[str, Any]:
+    return {
+        "errors": {},
+        "latency": {"n": 100, "p50_ms": p50, "p99_ms": p99, "max_ms": p99 + 1},
+        "cpu": {"server_cores": 1.5, "wall_s": 4.0},
+        "rows": {
+            "liverec-next-product/room/scored": scored,
+            "liverec-next-product/room/looked_up": looked_up,
+            "liverec-next-product/rows/scored": 7.0,  # RankProducts' rows: not these
+        },
+    }
+
+
+def test_recommend_next_product_is_judged_with_the_room_acting_beside_nothing_kept() -> None:
+    r = _result()
+    warm = {**_room_run(40.0, 80.0, 9_000.0, 171_000.0), "viewers_present": 2000}
+    warm |= {"fallback": False, "events": {"events": 8000, "events_per_s": 1998.7}}
+    warm["nothing_kept"] = _room_run(90.0, 120.0, 1_800_000.0, 0.0)
+    r["room"] = {"next_product": warm}
+    rows = _by_name(report.rows(r))
+    row = rows["RecommendNextProduct(2000 x 30) p99, one at a time, the room's viewers acting"]
+    assert row.verdict == "PASS" and row.value.startswith("80.00 ms (p50 40.00 ms")
+    assert "1,999 events/s into the room" in row.note
+    assert "5.0% of its rows scored, the rest kept" in row.note
+    assert "server CPU 60.0 ms a call" in row.note
+    cold = rows["  the same, nothing kept (candidates reordered every call)"]
+    assert cold.value.startswith("120 ms (p50 90.00 ms") and cold.verdict == ""
+    assert "every row scored" in cold.note
+    # Without a room grid kept (keeping off), it says so; a slow p99 fails the budget.
+    warm |= _room_run(60.0, 130.0, 0.0, 0.0)
+    row = _by_name(report.rows(r))[
+        "RecommendNextProduct(2000 x 30) p99, one at a time, the room's viewers acting"
+    ]
+    assert row.verdict == "FAIL" and "no room grid kept" in row.note
+
+
 def test_ingestion_and_scoring_together_have_a_row_per_deployment() -> None:
     r = _result()
     r["ingest"] = {
