@@ -513,27 +513,33 @@ class BranchKeys:
         code = np.left_shift(_ordered(X + np.float32(0.0)), 1) + offset
         return self._codes.searchsorted(code, side="right")
 
-    def moved(self, new: np.ndarray, old: np.ndarray, first: int = 0) -> np.ndarray:
+    def moved(self, new: np.ndarray, old: np.ndarray, features: int | np.ndarray = 0) -> np.ndarray:
         """Per row of ``new`` (every axis but the last), whether any of its values stands at
         another place among its feature's thresholds than the same value of ``old``: the
-        row may take other branches. The last axis holds features ``first``,
-        ``first + 1``, ...; only the values whose bits differ are searched, so rows that
-        mostly repeat an earlier call's cost a comparison (what lets a room's grid keep
-        the scores of the rows that did not move: ``service.room_scores``)."""
+        row may take other branches. The last axis holds the features ``features`` (their
+        indices, or the first of a run: ``features``, ``features + 1``, ...); only the
+        values whose bits differ are searched, so rows that mostly repeat an earlier
+        call's cost a comparison (what lets a room's grid keep the scores of the rows
+        that did not move: ``service.room_scores``)."""
         new = np.ascontiguousarray(new, dtype=np.float32)
         old = np.ascontiguousarray(old, dtype=np.float32)
         if new.shape != old.shape or new.ndim < 1:
             raise ValueError(f"new {new.shape} and old {old.shape} must be alike")
         k = new.shape[-1]
-        if not 0 <= first <= self.n_features - k:
-            raise ValueError(f"features {first}..{first + k - 1} of {self.n_features}")
+        at = (
+            np.arange(features, features + k)
+            if isinstance(features, int)
+            else np.asarray(features, dtype=np.intp)
+        )
+        if at.shape != (k,) or (k and not (at.min() >= 0 and at.max() < self.n_features)):
+            raise ValueError(f"features {at.tolist()} for {k} columns of {self.n_features}")
         if k == 0:
             return np.zeros(new.shape[:-1], dtype=bool)
         a, b = new.reshape(-1, k), old.reshape(-1, k)
         r, c = np.nonzero(a.view(np.uint32) != b.view(np.uint32))
         out = np.zeros(len(a), dtype=bool)
         if len(r):
-            offset = self._offset[first + c]
+            offset = self._offset[at[c]]
             out[r[self._places(a[r, c], offset) != self._places(b[r, c], offset)]] = True
         return out.reshape(new.shape[:-1])
 

@@ -604,11 +604,45 @@ def assemble_grid(
     return out
 
 
-def grid_lead(spec: ModelSpec) -> int:
-    """How many of ``spec``'s columns lead every row of an :func:`assemble_grid` grid from
-    the viewer's block: the same values in all of a viewer's rows."""
-    n = len(CONVERSION_COLUMNS)
-    return n if spec.columns[:n] == CONVERSION_COLUMNS else 0
+#: The columns :func:`cross_block` makes: one value per viewer x product.
+CROSS_COLUMNS: tuple[str, ...] = (
+    "affinity_to_category",
+    "purchase_rate_own_region",
+    "noncompliant_for_mena",
+    "discount_x_sea",
+    "price_vs_aov",
+    "is_last_product",
+    "last_product_step",
+    "in_cart",
+    "exposure_kind",
+)
+
+
+@dataclass(frozen=True)
+class GridSources:
+    """Where the columns of an :func:`assemble_grid` row come from: the first ``lead``
+    from the viewer's block (the same in all of a viewer's rows), those at ``products``
+    from the product's (the same in all of a product's rows), those at ``cross`` from
+    :func:`cross_block` (the row's own)."""
+
+    lead: int
+    products: np.ndarray
+    cross: np.ndarray
+
+
+@functools.lru_cache(maxsize=8)
+def grid_sources(spec: ModelSpec) -> GridSources:
+    """:class:`GridSources` of ``spec``'s grids (its product columns are all past its
+    viewer columns)."""
+    lead = len(CONVERSION_COLUMNS)
+    if spec.columns[:lead] != CONVERSION_COLUMNS or lead == len(spec.columns):
+        raise ValueError(f"{spec.name}: no grid (viewer columns first, then product columns)")
+    rest = range(lead, len(spec.columns))
+    return GridSources(
+        lead,
+        np.array([j for j in rest if spec.columns[j] not in CROSS_COLUMNS], dtype=np.intp),
+        np.array([j for j in rest if spec.columns[j] in CROSS_COLUMNS], dtype=np.intp),
+    )
 
 
 Positions = tuple[list[int], tuple[str, ...]]

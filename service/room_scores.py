@@ -2,16 +2,17 @@
 same room scores only the rows that moved.
 
 A room's grid is 2,000 viewers x 30 products = 60,000 rows, and running them through
-the trees is most of the call's CPU. Between two calls a few seconds apart most
-viewers did nothing, and the values that moved anyway (the time since a viewer's last
-click, the stream's age, a product's counts in the room) mostly crossed no split of
-the trees. A row whose every value stands at the same place among its feature's
-thresholds as in the row scored before reaches the same leaf of every tree, so the
-served graph gives it the same score bit for bit
-(:class:`~features.served_model.BranchKeys`). Only the values whose bits changed are
-searched, per viewer for the viewer's columns (the grid's lead, equal in all of a
-viewer's rows) and per row for the rest; so the answer is the one the whole grid
-scored again would give, at the cost of a comparison for the rows that did not move.
+the trees is most of the call's CPU. Between two calls, most of a room's viewers did
+nothing, and many values that moved anyway (a viewer's idle seconds, a product's counts in
+the room) crossed no split of the trees. A row whose every value stands at the same
+place among its feature's thresholds as in the row scored before reaches the same leaf
+of every tree, so the served graph gives it the same score bit for bit
+(:class:`~features.served_model.BranchKeys`): only the other rows are scored. Only the
+values whose bits changed are searched: per viewer for the viewer's columns (equal in
+all of a viewer's rows), per product for the product's, and per row for the cross
+columns. The answer is the one the whole grid scored again would give. A room column
+that crosses a split (they stand in every row) moves the whole grid: on the bench, with
+the room's viewers sending 2,000 events/s, its likes per viewer did so in most calls.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.served_model import BranchKeys
+from features.vector import GridSources
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +36,12 @@ class RoomGrid:
     model: object
     #: Viewer id -> its place among the grid's viewers.
     at: dict[str, int]
-    products: int
-    #: (viewers, lead): the viewers' columns, which lead each of their rows.
-    lead: np.ndarray
-    #: (viewers x products, features - lead): the rest of every row.
-    rest: np.ndarray
+    #: (viewers, lead): each viewer's columns, which lead every one of its rows.
+    viewers: np.ndarray
+    #: (products, k): each product's columns, the same in all of its rows.
+    products: np.ndarray
+    #: (viewers x products, m): the cross columns, each row's own.
+    cross: np.ndarray
     #: (viewers x products,): the served model's scores of the rows.
     scores: np.ndarray
 
@@ -80,21 +83,23 @@ class RoomScores:
         model: object,
         viewers: Sequence[str],
         X: np.ndarray,
-        lead: int,
+        sources: GridSources,
         scores: np.ndarray,
+        cross: np.ndarray | None = None,
     ) -> None:
-        """Keep ``X`` (the grid of ``viewers`` x the candidates, viewer-major, its first
-        ``lead`` columns the viewers') and its ``scores`` as ``key``'s last grid."""
+        """Keep ``X`` (the grid of ``viewers`` x the candidates, viewer-major, its columns
+        from the sources ``sources`` says) and its ``scores`` as ``key``'s last grid
+        (``cross``: :func:`cross_of` ``X``, if the caller has it)."""
         n = len(scores)
         if not viewers or n > self.capacity or n % len(viewers):
             return
-        products = n // len(viewers)
+        nc = n // len(viewers)
         grid = RoomGrid(
             model,
             {v: i for i, v in enumerate(viewers)},
-            products,
-            _frozen(X[::products, :lead]),
-            _frozen(X[:, lead:]),
+            _frozen(X[::nc, : sources.lead]),
+            _frozen(X[:nc, sources.products]),
+            _frozen(cross_of(X, sources) if cross is None else cross),
             _frozen(np.asarray(scores, dtype=np.float64)),
         )
         with self._lock:
@@ -111,22 +116,38 @@ class RoomScores:
         """Count ``rows`` scored with no grid kept to look them up in."""
         self.scored += rows
 
+    @staticmethod
+    def products_moved(
+        grid: RoomGrid, keys: BranchKeys, rows: np.ndarray, sources: GridSources
+    ) -> np.ndarray:
+        """Per product, whether a value of its columns moved to another place among the
+        thresholds since ``grid``; ``rows`` are one viewer's rows over the same candidates
+        (any viewer's: a product's columns are the same in all of its rows)."""
+        return keys.moved(rows[:, sources.products], grid.products, sources.products)
+
     def moved(
         self,
         grid: RoomGrid,
         keys: BranchKeys,
         viewers: Sequence[str],
         part: np.ndarray,
-        lead: int,
+        sources: GridSources,
+        products_moved: np.ndarray,
+        cross_now: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """For ``part`` (the grid rows of ``viewers``, viewer-major over the same
         candidates as ``grid``): which rows must be scored (bool per row: the viewer is
-        new to the grid, or a value of the row moved to another place among the
-        thresholds), and the kept scores of the others (NaN for the rows to score)."""
-        nc = grid.products
+        new to the grid, or a value of the viewer's, of the product's (``products_moved``)
+        or of the row's own moved to another place among the thresholds), and the kept
+        scores of the others (NaN for the rows to score). ``cross_now`` is
+        :func:`cross_of` ``part``."""
+        nc = len(grid.products)
         n = len(viewers)
-        if part.shape[0] != n * nc:
-            raise ValueError(f"part has {part.shape[0]} rows for {n} viewers x {nc} products")
+        if part.shape[0] != n * nc or products_moved.shape != (nc,):
+            raise ValueError(
+                f"part has {part.shape[0]} rows and {products_moved.shape} products moved "
+                f"for {n} viewers x {nc} products"
+            )
         at = grid.at
         idx = np.fromiter((at.get(v, -1) for v in viewers), dtype=np.int64, count=n)
         known = np.flatnonzero(idx >= 0)
@@ -134,11 +155,18 @@ class RoomScores:
         kept_at = np.full((n, nc), np.nan)
         if len(known):
             was = idx[known]
-            rows = part.reshape(n, nc, part.shape[1])[known]
-            moved = keys.moved(rows[:, 0, :lead], grid.lead[was], 0)[:, None] | keys.moved(
-                rows[:, :, lead:], grid.rest.reshape(-1, nc, grid.rest.shape[1])[was], lead
+            rows = part.reshape(n, nc, part.shape[1])
+            everyone = len(known) == n
+            lead = rows[:, 0, : sources.lead]
+            cross = cross_now.reshape(n, nc, -1)
+            moved = keys.moved(lead if everyone else lead[known], grid.viewers[was], 0)[
+                :, None
+            ] | keys.moved(
+                cross if everyone else cross[known],
+                grid.cross.reshape(-1, nc, len(sources.cross))[was],
+                sources.cross,
             )
-            need_at[known] = moved
+            need_at[known] = moved | products_moved
             kept_at[known] = grid.scores.reshape(-1, nc)[was]
         need = need_at.ravel()
         kept = kept_at.ravel()
@@ -147,6 +175,11 @@ class RoomScores:
         self.scored += scored
         self.looked_up += len(need) - scored
         return need, kept
+
+
+def cross_of(X: np.ndarray, sources: GridSources) -> np.ndarray:
+    """(rows, cross columns): the cross columns of grid rows ``X``, contiguous."""
+    return X[:, sources.cross]
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

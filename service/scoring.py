@@ -37,7 +37,7 @@ from features.vector import (
     assemble_grid,
     assemble_viewers,
     cross_block,
-    grid_lead,
+    grid_sources,
     pack_static,
     product_at,
     product_static,
@@ -70,7 +70,7 @@ from service.features_online import VIEWER_VIEWS, OnlineFeatures, Request, Rows,
 from service.ingest.rooms import RoomMemory, RoomSnapshot, ViewerRows
 from service.models import LoadedModel, ModelRegistry
 from service.reasons import explain_room, explain_rows
-from service.room_scores import RoomScores
+from service.room_scores import RoomScores, cross_of
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
 
 #: Most viewers whose contributions explain a candidate of RecommendNextProduct.
@@ -760,7 +760,9 @@ class Scorer:
         kept_by = model.kept
         room_key = (q.room_id, tuple(cands))
         last = None if kept_by is None else self.room_scores.get(room_key, model)
-        lead = grid_lead(NEXT_PRODUCT)
+        sources = grid_sources(NEXT_PRODUCT)
+        products_moved = None
+        cross: list[np.ndarray] = []  # the parts' cross columns, kept with the grid
         # Built and scored in parts of viewers: the bulk threads score a part while this
         # one builds the next, then judges the viewers' rows. Past the deadline (the caller
         # has given up) the rest is not built, and what was submitted is withdrawn.
@@ -773,10 +775,20 @@ class Scorer:
                 part = X[a * nc : b * nc]
                 block = _viewer_rows(viewer_block, slice(a, b), nv)
                 assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, out=part)
-                if last is None or kept_by is None:
+                if kept_by is None:
                     scoring.append((model.submit(part), part, None))
                     continue
-                moved = self.room_scores.moved(last, kept_by.keys, in_grid[a:b], part, lead)
+                cross.append(cross_of(part, sources))
+                if last is None:
+                    scoring.append((model.submit(part), part, None))
+                    continue
+                if products_moved is None:
+                    products_moved = self.room_scores.products_moved(
+                        last, kept_by.keys, part[:nc], sources
+                    )
+                moved = self.room_scores.moved(
+                    last, kept_by.keys, in_grid[a:b], part, sources, products_moved, cross[-1]
+                )
                 todo = part if moved[0].all() else part[moved[0]]
                 scoring.append((model.submit(todo) if len(todo) else None, todo, moved))
             # Every viewer's rows judged at once: stale if any is, as old as the oldest.
@@ -788,7 +800,9 @@ class Scorer:
                     f.cancel()
             raise
         if kept_by is not None:
-            self.room_scores.put(room_key, model, in_grid, X, lead, scored)
+            self.room_scores.put(
+                room_key, model, in_grid, X, sources, scored, np.concatenate(cross)
+            )
             if last is None:
                 self.room_scores.scored_all(len(scored))
         P = np.clip(scored.reshape(nv, nc), 0.0, 1.0)

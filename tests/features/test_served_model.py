@@ -164,7 +164,7 @@ def test_branch_keys_say_which_rows_moved_across_a_split_as_their_keys_do() -> N
     assert 0 < expect.sum() < len(old) and expect[7] and not expect[9] and expect[11]
     assert np.array_equal(keys.moved(new, old), expect)
     assert not keys.moved(old, old.copy()).any()
-    # Any leading shape; the last axis holds features ``first``, ``first + 1``, ...
+    # Any leading shape; the last axis holds the features given (or a run from one).
     assert np.array_equal(
         keys.moved(new.reshape(50, 10, 4), old.reshape(50, 10, 4)), expect.reshape(50, 10)
     )
@@ -172,10 +172,17 @@ def test_branch_keys_say_which_rows_moved_across_a_split_as_their_keys_do() -> N
         keys.moved(new[:, 2:], old[:, 2:], 2), (keys(new) != keys(old))[:, 2:].any(axis=1)
     )
     assert keys.moved(new[:, :0], old[:, :0]).shape == (500,)
+    picked = np.array([3, 0])
+    assert np.array_equal(
+        keys.moved(new[:, picked], old[:, picked], picked),
+        (keys(new) != keys(old))[:, picked].any(axis=1),
+    )
     with pytest.raises(ValueError, match="alike"):
         keys.moved(new, old[:, :3])
-    with pytest.raises(ValueError, match=r"features 2\.\.4 of 4"):
+    with pytest.raises(ValueError, match=r"features \[2, 3, 4\] for 3 columns of 4"):
         keys.moved(new[:, :3], old[:, :3], 2)
+    with pytest.raises(ValueError, match=r"features \[0\] for 2 columns"):
+        keys.moved(new[:, :2], old[:, :2], np.array([0]))
 
 
 def _served(tmp: Path, X: np.ndarray, y: np.ndarray) -> ServedModel:

@@ -22,6 +22,7 @@ from features.vector import (
     assemble_grid,
     assemble_viewers,
     cross_block,
+    grid_sources,
     local_hour,
     pack_static,
     product_block,
@@ -76,6 +77,33 @@ def test_grid_equals_row_by_row_assembly(tiny_world: Path) -> None:
     j = NEXT_PRODUCT.columns.index("affinity_to_category")
     assert np.unique(grid[:, j][~np.isnan(grid[:, j])]).size > 3
     assert 0 < grid[:, NEXT_PRODUCT.columns.index("in_cart")].sum() < nv * npr
+
+
+def test_a_grids_columns_come_from_the_viewer_the_product_or_the_pair(tiny_world: Path) -> None:
+    """What RecommendNextProduct's kept room grids compare: a viewer's columns once per
+    viewer, a product's once per product, the cross columns row by row."""
+    vcols, pcols, now = _room_frames(tiny_world)
+    viewers = viewer_block({c: vcols[c].to_numpy() for c in vcols.columns}, now)
+    products = product_block({c: pcols[c].to_numpy() for c in pcols.columns}, now)
+    nv, npr = len(vcols), len(pcols)
+    src = grid_sources(NEXT_PRODUCT)
+    cross = cross_block(viewers, products, 0.0, grid=True)
+    assert [NEXT_PRODUCT.columns[j] for j in src.cross] == [
+        c for c in NEXT_PRODUCT.columns if c in cross
+    ]
+    assert sorted([*range(src.lead), *src.products, *src.cross]) == list(
+        range(len(NEXT_PRODUCT.columns))
+    )
+    grid = assemble_grid(NEXT_PRODUCT, viewers, products).reshape(nv, npr, -1)
+    lead = grid[:, :, : src.lead]
+    np.testing.assert_array_equal(lead, np.broadcast_to(lead[:, :1], lead.shape))
+    own = grid[:, :, src.products]
+    np.testing.assert_array_equal(own, np.broadcast_to(own[:1], own.shape))
+    for k, j in enumerate(src.products):
+        name = NEXT_PRODUCT.columns[j]
+        np.testing.assert_array_equal(own[0, :, k], products[name].astype(np.float32))
+    with pytest.raises(ValueError, match="conversion: no grid"):
+        grid_sources(CONVERSION)
 
 
 def test_a_grid_is_written_into_a_part_of_a_larger_matrix_as_built_alone(

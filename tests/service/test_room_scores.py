@@ -6,83 +6,112 @@ import numpy as np
 import pytest
 
 from features.served_model import BranchKeys
-from service.room_scores import RoomScores
+from features.vector import GridSources
+from service.room_scores import RoomScores, cross_of
 
-# Features 0-1 lead every row (the viewer's), feature 2 is the row's own (product, cross).
-KEYS = BranchKeys([np.array([0.0, 10.0], dtype=np.float32), np.array([5.0]), np.array([1.0, 2.0])])
-LEAD = 2
+# Features 0-1 lead every row (the viewer's), feature 2 is the product's, feature 3 the
+# row's own (a cross column).
+KEYS = BranchKeys(
+    [
+        np.array([0.0, 10.0], dtype=np.float32),
+        np.array([5.0], dtype=np.float32),
+        np.array([3.0], dtype=np.float32),
+        np.array([1.0, 2.0], dtype=np.float32),
+    ]
+)
+SOURCES = GridSources(2, np.array([2]), np.array([3]))
 MODEL = object()
+PRODUCTS = [0.0, 4.0]  # the two products' own column
 
 
-def _grid(viewers: list[tuple[float, float]], rest: list[list[float]]) -> np.ndarray:
-    """Viewer-major grid: each viewer's two lead values, then its rows' own value."""
-    rows = [[*v, r] for v, own in zip(viewers, rest, strict=True) for r in own]
+def _grid(viewers: list[tuple[float, float]], cross: list[list[float]]) -> np.ndarray:
+    """Viewer-major grid: each viewer's two values, the product's, then the row's own."""
+    rows = [
+        [*v, p, c]
+        for v, own in zip(viewers, cross, strict=True)
+        for p, c in zip(PRODUCTS, own, strict=True)
+    ]
     return np.array(rows, dtype=np.float32)
 
 
 def _kept(capacity: int = 100) -> tuple[RoomScores, np.ndarray]:
     rooms = RoomScores(capacity)
     X = _grid([(1.0, 1.0), (5.0, 7.0), (20.0, 1.0)], [[0.5, 1.5], [1.5, 3.0], [0.0, 2.5]])
-    rooms.put("room", MODEL, ["a", "b", "c"], X, LEAD, np.arange(6.0) / 10)
+    rooms.put("room", MODEL, ["a", "b", "c"], X, SOURCES, np.arange(6.0) / 10)
     return rooms, X
+
+
+def _moved(rooms: RoomScores, viewers: list[str], part: np.ndarray) -> tuple[np.ndarray, ...]:
+    grid = rooms.get("room", MODEL)
+    assert grid is not None
+    products = rooms.products_moved(grid, KEYS, part[:2], SOURCES)
+    return rooms.moved(grid, KEYS, viewers, part, SOURCES, products, cross_of(part, SOURCES))
 
 
 def test_rows_that_did_not_move_take_their_kept_scores() -> None:
     rooms, X = _kept()
     grid = rooms.get("room", MODEL)
-    assert grid is not None and grid.rows == 6 and grid.products == 2
-    need, kept = rooms.moved(grid, KEYS, ["a", "b", "c"], X.copy(), LEAD)
+    assert grid is not None and grid.rows == 6 and grid.products.tolist() == [[0.0], [4.0]]
+    need, kept = _moved(rooms, ["a", "b", "c"], X.copy())
     assert not need.any() and kept.tolist() == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     # Values moved within their intervals (and -0.0 for 0.0) move nothing.
     near = _grid([(9.0, 2.0), (5.5, 6.0), (11.0, 4.0)], [[0.9, 1.9], [1.1, 9.0], [-0.0, 2.1]])
-    need, _ = rooms.moved(grid, KEYS, ["a", "b", "c"], near, LEAD)
+    near[1::2, 2] = 9.0  # the second product's column, still above its threshold
+    need, _ = _moved(rooms, ["a", "b", "c"], near)
     assert not need.any()
     assert (rooms.looked_up, rooms.scored) == (12, 0)
 
 
-def test_a_viewer_value_across_a_split_moves_all_its_rows_a_row_value_its_row_alone() -> None:
+def test_a_value_across_a_split_moves_the_rows_it_stands_in() -> None:
     rooms, X = _kept()
-    grid = rooms.get("room", MODEL)
-    assert grid is not None
     moved = X.copy()
-    moved[2:4, 1] = 5.0  # viewer b's second lead value onto its threshold
-    moved[5, 2] = 1.0  # viewer c's second row, its own value onto a threshold
-    need, kept = rooms.moved(grid, KEYS, ["a", "b", "c"], moved, LEAD)
+    moved[2:4, 1] = 5.0  # viewer b's second value onto its threshold: both of b's rows
+    moved[5, 3] = 1.0  # viewer c's second row, its own value onto a threshold: that row
+    need, kept = _moved(rooms, ["a", "b", "c"], moved)
     assert need.tolist() == [False, False, True, True, False, True]
     assert kept[~need].tolist() == [0.0, 0.1, 0.4] and np.isnan(kept[need]).all()
     assert (rooms.looked_up, rooms.scored) == (3, 3)
+    # The first product's column across its split: that product's row of every viewer.
+    moved = X.copy()
+    moved[0::2, 2] = 3.5
+    need, _ = _moved(rooms, ["a", "b", "c"], moved)
+    assert need.tolist() == [True, False, True, False, True, False]
 
 
 def test_viewers_are_matched_by_id_and_new_ones_are_scored() -> None:
     rooms, X = _kept()
-    grid = rooms.get("room", MODEL)
-    assert grid is not None
     # c, then a newcomer, then a: in another order than the kept grid.
     part = np.concatenate([X[4:6], _grid([(1.0, 1.0)], [[0.5, 1.5]]), X[0:2]])
-    need, kept = rooms.moved(grid, KEYS, ["c", "new", "a"], part, LEAD)
+    need, kept = _moved(rooms, ["c", "new", "a"], part)
     assert need.tolist() == [False, False, True, True, False, False]
     assert kept[[0, 1, 4, 5]].tolist() == [0.4, 0.5, 0.0, 0.1]
-    with pytest.raises(ValueError, match="5 rows for 3 viewers x 2 products"):
-        rooms.moved(grid, KEYS, ["c", "new", "a"], part[:5], LEAD)
+    grid = rooms.get("room", MODEL)
+    assert grid is not None
+    with pytest.raises(ValueError, match="5 rows and \\(2,\\) products moved for 3 viewers"):
+        rooms.moved(
+            grid, KEYS, ["c", "new", "a"], part[:5], SOURCES, np.zeros(2, bool), part[:5, 3:]
+        )
 
 
 def test_a_grid_is_kept_for_the_model_that_scored_it_within_the_rows_allowed() -> None:
     rooms, X = _kept(capacity=12)
     assert rooms.get("room", object()) is None  # another model (a swap) starts again
     assert rooms.get("other", MODEL) is None
-    rooms.put("second", MODEL, ["a", "b", "c"], X, LEAD, np.zeros(6))
+    rooms.put("second", MODEL, ["a", "b", "c"], X, SOURCES, np.zeros(6), cross_of(X, SOURCES))
     assert rooms.get("room", MODEL) is not None  # 12 rows: both kept; "room" asked last
-    rooms.put("third", MODEL, ["a", "b", "c"], X, LEAD, np.zeros(6))
+    rooms.put("third", MODEL, ["a", "b", "c"], X, SOURCES, np.zeros(6))
     assert rooms.get("second", MODEL) is None  # the least recently asked went out
     assert rooms.get("room", MODEL) is not None and rooms.get("third", MODEL) is not None
     # Kept as copies, read-only: the caller's matrix can be reused.
     grid = rooms.get("third", MODEL)
-    assert grid is not None and not grid.rest.flags.writeable
+    assert grid is not None and not grid.cross.flags.writeable
     X[:] = 99.0
-    assert grid.lead[0].tolist() == [1.0, 1.0]
+    assert grid.viewers[0].tolist() == [1.0, 1.0] and grid.cross[:, 0].tolist()[:2] == [0.5, 1.5]
     # A grid larger than all that may be kept is not kept; 0 keeps nothing.
-    rooms.put("big", MODEL, ["v"] * 13, np.zeros((13, 3), np.float32), LEAD, np.zeros(13))
+    rooms.put("big", MODEL, ["v"] * 13, np.zeros((13, 4), np.float32), SOURCES, np.zeros(13))
     assert rooms.get("big", MODEL) is None
     none = RoomScores(0)
-    none.put("room", MODEL, ["a"], np.zeros((1, 3), np.float32), LEAD, np.zeros(1))
+    none.put("room", MODEL, ["a"], np.zeros((1, 4), np.float32), SOURCES, np.zeros(1))
     assert none.get("room", MODEL) is None
+    none.scored_all(5)
+    assert none.scored == 5
