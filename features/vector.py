@@ -604,17 +604,11 @@ def assemble_grid(
     return out
 
 
-#: The columns :func:`cross_block` makes: one value per viewer x product.
+#: The columns :func:`cross_block` makes, one value per viewer x product: the product's
+#: purchase rate in the viewer's region and the last of :data:`PRODUCT_COLUMNS`.
 CROSS_COLUMNS: tuple[str, ...] = (
-    "affinity_to_category",
     "purchase_rate_own_region",
-    "noncompliant_for_mena",
-    "discount_x_sea",
-    "price_vs_aov",
-    "is_last_product",
-    "last_product_step",
-    "in_cart",
-    "exposure_kind",
+    *PRODUCT_COLUMNS[PRODUCT_COLUMNS.index("affinity_to_category") :],
 )
 
 
