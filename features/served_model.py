@@ -528,7 +528,7 @@ class BranchKeys:
         k = new.shape[-1]
         at = (
             np.arange(features, features + k)
-            if isinstance(features, int)
+            if isinstance(features, int | np.integer)
             else np.asarray(features, dtype=np.intp)
         )
         if at.shape != (k,) or (k and not (at.min() >= 0 and at.max() < self.n_features)):

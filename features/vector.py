@@ -632,11 +632,10 @@ def grid_sources(spec: ModelSpec) -> GridSources:
     if spec.columns[:lead] != CONVERSION_COLUMNS or lead == len(spec.columns):
         raise ValueError(f"{spec.name}: no grid (viewer columns first, then product columns)")
     rest = range(lead, len(spec.columns))
-    return GridSources(
-        lead,
-        np.array([j for j in rest if spec.columns[j] not in CROSS_COLUMNS], dtype=np.intp),
-        np.array([j for j in rest if spec.columns[j] in CROSS_COLUMNS], dtype=np.intp),
-    )
+    products = np.array([j for j in rest if spec.columns[j] not in CROSS_COLUMNS], np.intp)
+    cross = np.array([j for j in rest if spec.columns[j] in CROSS_COLUMNS], dtype=np.intp)
+    products.flags.writeable = cross.flags.writeable = False  # shared by every call
+    return GridSources(lead, products, cross)
 
 
 Positions = tuple[list[int], tuple[str, ...]]

@@ -446,13 +446,18 @@ class ModelRegistry:
         self._swap(self._loaded(name, version, model))
 
     def _loaded(self, name: str, version: str, model: ScoringModel) -> LoadedModel:
-        # RankProducts' and ScoreConversion's rows are kept by branch key (RecommendNext-
-        # Product's 60,000 rows go through submit: every one of them has a key of its own,
-        # and a lookup per row would cost more than ONNX Runtime).
+        # RankProducts' and ScoreConversion's rows are kept by branch key. RecommendNext-
+        # Product's 60,000 rows would cost more to key than to score: its rooms' last grids
+        # are kept instead, compared value by value under the same keys (service.room_scores).
         return LoadedModel(name, version, model, SPECS[name], self.kept_rows)
 
     def _swap(self, loaded: LoadedModel) -> None:
         old = self._current.get(loaded.name)
+        if old is not None and old.kept is not None and loaded.kept is not None:
+            # The counts go on across versions (a Prometheus counter only resets with the
+            # process); calls still on the old version may add a few it does not see.
+            loaded.kept.looked_up += old.kept.looked_up
+            loaded.kept.scored += old.kept.scored
         self._current[loaded.name] = loaded  # atomic: readers see old or new, never half
         log.info(
             "model %s: now serving version %s (was %s)",

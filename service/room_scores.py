@@ -63,10 +63,18 @@ class RoomScores:
         self._grids: OrderedDict[Hashable, RoomGrid] = OrderedDict()
         self._rows = 0
         self._lock = threading.Lock()
-        #: Rows whose score was taken from the kept grid, and rows scored by the model
-        #: (plain counts for metrics and the bench: concurrent calls may lose one).
+        #: Rows whose score was taken from a kept grid, and rows scored by the model, of
+        #: the calls that answered (plain counts for metrics and the bench: concurrent
+        #: calls may lose one).
         self.looked_up = 0
         self.scored = 0
+
+    def forget(self, model_name: str) -> None:
+        """Drop every grid of a model called ``model_name`` (a new version was swapped in:
+        the old one's grids would never match again, and they hold it in memory)."""
+        with self._lock:
+            for key in [k for k, g in self._grids.items() if _name(g.model) == model_name]:
+                self._rows -= self._grids.pop(key).rows
 
     def get(self, key: Hashable, model: object) -> RoomGrid | None:
         """The grid kept for ``key`` if ``model`` scored it."""
@@ -91,7 +99,11 @@ class RoomScores:
         from the sources ``sources`` says) and its ``scores`` as ``key``'s last grid
         (``cross``: :func:`cross_of` ``X``, if the caller has it)."""
         n = len(scores)
-        if not viewers or n > self.capacity or n % len(viewers):
+        if not viewers or not n or n > self.capacity or n % len(viewers):
+            with self._lock:  # an older grid of this key would only grow staler
+                old = self._grids.pop(key, None)
+                if old is not None:
+                    self._rows -= old.rows
             return
         nc = n // len(viewers)
         grid = RoomGrid(
@@ -99,7 +111,7 @@ class RoomScores:
             {v: i for i, v in enumerate(viewers)},
             _frozen(X[::nc, : sources.lead]),
             _frozen(X[:nc, sources.products]),
-            _frozen(cross_of(X, sources) if cross is None else cross),
+            _frozen(cross_of(X, sources)) if cross is None else _frozen(cross, copy=False),
             _frozen(np.asarray(scores, dtype=np.float64)),
         )
         with self._lock:
@@ -112,9 +124,10 @@ class RoomScores:
             self._grids[key] = grid
             self._rows += n
 
-    def scored_all(self, rows: int) -> None:
-        """Count ``rows`` scored with no grid kept to look them up in."""
-        self.scored += rows
+    def counted(self, looked_up: int, scored: int) -> None:
+        """Count a call's rows: ``looked_up`` in a kept grid, ``scored`` by the model."""
+        self.looked_up += looked_up
+        self.scored += scored
 
     @staticmethod
     def products_moved(
@@ -171,9 +184,6 @@ class RoomScores:
         need = need_at.ravel()
         kept = kept_at.ravel()
         kept[need] = np.nan
-        scored = int(need.sum())
-        self.scored += scored
-        self.looked_up += len(need) - scored
         return need, kept
 
 
@@ -182,7 +192,12 @@ def cross_of(X: np.ndarray, sources: GridSources) -> np.ndarray:
     return X[:, sources.cross]
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a = np.array(a)  # a copy: not a view that keeps the caller's matrix alive
+def _frozen(a: np.ndarray, copy: bool = True) -> np.ndarray:
+    if copy:
+        a = np.array(a)  # a copy: not a view that keeps the caller's matrix alive
     a.flags.writeable = False
     return a
+
+
+def _name(model: object) -> str | None:
+    return getattr(model, "name", None)

@@ -803,8 +803,8 @@ class Scorer:
             self.room_scores.put(
                 room_key, model, in_grid, X, sources, scored, np.concatenate(cross)
             )
-            if last is None:
-                self.room_scores.scored_all(len(scored))
+            fresh = sum(len(todo) for f, todo, _ in scoring if f is not None)
+            self.room_scores.counted(len(scored) - fresh, fresh)
         P = np.clip(scored.reshape(nv, nc), 0.0, 1.0)
         expected = P.sum(axis=0)
         score = expected / nv

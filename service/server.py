@@ -110,6 +110,8 @@ class App:
 
     def _swapped(self, loaded: LoadedModel) -> None:
         self.metrics.served(loaded.name, loaded.version)
+        # Grids the old version scored would never match again: let it go now.
+        self.scorer.room_scores.forget(loaded.name)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE):

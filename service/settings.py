@@ -171,9 +171,10 @@ class ServiceSettings(FeatureSettings):
             "trees (RankProducts, ScoreConversion; exact: such rows score the same bits), "
             "and an eighth as many rows' contributions; 0 keeps none. A room of 2,000 "
             "viewers x 50 candidates asked again in turn needs 100,000; at most about "
-            "80 MB a model by default. Also the most rows of the rooms' last "
-            "RecommendNextProduct grids kept (about 110 bytes a row: 4 rooms of 2,000 x 30, "
-            "29 MB, by default), whose rows that did not move are not scored again."
+            "80 MB a model by default. The same number, apart, bounds the rows of the "
+            "rooms' last RecommendNextProduct grids kept, whose rows that did not move are "
+            "not scored again (about 60 bytes a row: 4 rooms of 2,000 x 30, 15 MB, by "
+            "default)."
         ),
     )
     live_cache_s: float = Field(

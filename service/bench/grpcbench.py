@@ -248,6 +248,7 @@ async def room_suite(
         background: asyncio.Task[Any] | None = (
             None if events is None else asyncio.create_task(events(stop))
         )
+        played: list[Any] = []
         try:
             echo(f"{label} x{next_calls}, one at a time ...")
             n = await _one_at_a_time(server, nxt, next_calls)
@@ -265,8 +266,12 @@ async def room_suite(
         finally:
             stop.set()
             if background is not None:
-                played = await asyncio.gather(background, return_exceptions=True)
-        if background is not None:
+                # A stalled server must not hang the bench here (nor hide its error).
+                done, _ = await asyncio.wait([background], timeout=30.0)
+                if not done:
+                    background.cancel()
+                played = list(await asyncio.gather(background, return_exceptions=True))
+        if played:
             n["events"] = played[0] if isinstance(played[0], dict) else {"error": repr(played[0])}
         n["viewers_present"] = probe.viewers_present
         n["fallback"] = probe.meta.flags.fallback
@@ -278,43 +283,51 @@ async def room_suite(
 async def _one_at_a_time(server: ServerProcess, call: loadgen.Call, n: int) -> dict[str, Any]:
     """``n`` calls one after another: latency, the server's CPU, and how the model found
     its rows' scores meanwhile (``liverec_model_rows_total``)."""
-    before = model_rows(server)
+    loop = asyncio.get_running_loop()
+    before = await loop.run_in_executor(None, model_rows, server)
     with procstat.CpuMeter(server.pid) as meter:
         run = await loadgen.run_closed_loop(call, n, 1)
     assert meter.window is not None
-    after = model_rows(server)
+    after = await loop.run_in_executor(None, model_rows, server)
     out = run.summary()
     out["mode"] = "closed loop, one call at a time"
     out["cpu"] = meter.window.as_dict()
-    out["rows"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    if before is not None and after is not None:
+        out["rows"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     return out
 
 
 def _reordered(req: pb.RecommendNextProductRequest, n: int) -> list[pb.RecommendNextProductRequest]:
-    """``req`` with its candidates rotated by 1, 2, ... ``n``: each a grid of its own."""
+    """``req`` with its candidates rotated by 1, 2, ... ``n`` (fewer than the candidates):
+    each a grid of its own, none the original order."""
     cands = list(req.candidate_product_ids)
+    if n >= len(cands):
+        raise ValueError(f"{n} reorderings of {len(cands)} candidates: some would repeat")
     out = []
     for k in range(1, n + 1):
         r = pb.RecommendNextProductRequest()
         r.CopyFrom(req)
         del r.candidate_product_ids[:]
-        k %= max(1, len(cands))
         r.candidate_product_ids.extend(cands[k:] + cands[:k])
         out.append(r)
     return out
 
 
-def model_rows(server: ServerProcess) -> dict[str, float]:
+def model_rows(server: ServerProcess) -> dict[str, float] | None:
     """``liverec_model_rows_total`` of the server's processes, summed, by
-    ``model/kept_by/how`` (empty where the server exports none)."""
+    ``model/kept_by/how`` (empty where the server exports none; ``None`` if /metrics
+    could not be read)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[str, float] = {}
     for port in server.metrics_ports:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
         for family in text_string_to_metric_families(text):
             if family.name != "liverec_model_rows":
                 continue

@@ -33,7 +33,9 @@ def _ms(x: float | None) -> str:
 def _rows_note(run: dict[str, Any]) -> str:
     """What share of a RecommendNextProduct series' rows the model scored (the rest were
     kept from the room's last grid)."""
-    rows = run.get("rows") or {}
+    if "rows" not in run:
+        return "rows unknown (/metrics not read)"
+    rows = run["rows"]
     scored = sum(v for k, v in rows.items() if k.endswith("/room/scored"))
     looked_up = sum(v for k, v in rows.items() if k.endswith("/room/looked_up"))
     if scored + looked_up <= 0:
@@ -43,11 +45,11 @@ def _rows_note(run: dict[str, Any]) -> str:
     return f"{scored / (scored + looked_up):.1%} of its rows scored, the rest kept"
 
 
-def _cpu_per_call(run: dict[str, Any]) -> str:
+def _cpu_per_call(run: dict[str, Any], also: str = "") -> str:
     cpu, n = run.get("cpu") or {}, run["latency"]["n"]
     if not n or "server_cores" not in cpu:
         return ""
-    return f"server CPU {cpu['server_cores'] * cpu['wall_s'] / n * 1000:.1f} ms a call"
+    return f"server CPU {cpu['server_cores'] * cpu['wall_s'] / n * 1000:.1f} ms a call{also}"
 
 
 def _judge(ok: bool | None) -> str:
@@ -217,12 +219,17 @@ def rows(r: dict[str, Any]) -> list[Row]:
     if n:
         p99 = n["latency"]["p99_ms"]
         ev = n.get("events") or {}
-        acting = ", the room's viewers acting" if "events_per_s" in ev else ""
+        acting = ", the room's viewers acting" if ev else ""
+        if "events_per_s" in ev:
+            played = f"{ev['events_per_s']:,.0f} events/s into the room"
+        else:
+            played = f"the events failed: {ev['error']}" if "error" in ev else ""
+        ingest = " (the events' ingestion included)" if ev else ""
         notes = [
             "fallback answer!" if n["fallback"] else "",
-            f"{ev['events_per_s']:,.0f} events/s into the room" if "events_per_s" in ev else "",
+            played,
             _rows_note(n),
-            _cpu_per_call(n),
+            _cpu_per_call(n, ingest),
         ]
         out.append(
             Row(
@@ -241,7 +248,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     "  the same, nothing kept (candidates reordered every call)",
                     f"{_ms(cold['latency']['p99_ms'])} (p50 {_ms(cold['latency']['p50_ms'])}, "
                     f"max {_ms(cold['latency']['max_ms'])}, n={cold['latency']['n']})",
-                    note="; ".join(x for x in (_rows_note(cold), _cpu_per_call(cold)) if x),
+                    note="; ".join(x for x in (_rows_note(cold), _cpu_per_call(cold, ingest)) if x),
                 )
             )
     ing = r.get("ingest", {})

@@ -215,3 +215,19 @@ def test_the_registry_keeps_scores_as_set(tmp_path: Path) -> None:
     )
     other = off._loaded(CONVERSION_MODEL, "1", LinearModel(CONVERSION.columns, {}, 0))
     assert other.kept_rows == 0
+
+
+def test_a_swap_carries_the_kept_rows_counts_over(tmp_path: Path) -> None:
+    """``liverec_model_rows_total`` is a counter: a new version goes on from the old one's
+    counts instead of starting again from nothing."""
+    registry = ModelRegistry(_settings(tmp_path), LinearModel.load, _source(tmp_path))
+    first = _next_product(tmp_path, kept_rows=64)
+    assert first.kept is not None
+    first.kept.looked_up, first.kept.scored = 7, 3
+    registry._swap(first)
+    second = _next_product(tmp_path / "2", kept_rows=64)
+    assert second.kept is not None
+    second.kept.scored = 1  # a call on the new version before the swap completed
+    registry._swap(second)
+    assert registry.get(NEXT_PRODUCT_MODEL) is second
+    assert (second.kept.looked_up, second.kept.scored) == (7, 4)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
+from service import scoring
 from service.cli import build_app
 from service.domain import Deadline, NextProductQuery
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
@@ -118,6 +119,9 @@ def test_a_rooms_grid_asked_again_scores_the_rows_that_moved_and_answers_the_sam
     """RecommendNextProduct keeps a room's last grid: asked again, only the rows whose
     values crossed a split are scored, and the answer is the one a scorer that keeps
     nothing gives, bit for bit."""
+    # Parts of a few viewers, so that the parts compare on their own (and some parts are
+    # kept whole, others scored in part).
+    monkeypatch.setattr(scoring, "GRID_PART_ROWS", 24)
     scorer: Scorer = real.app.scorer
     rooms = scorer.room_scores
     model = real.app.models.get(NEXT_PRODUCT_MODEL)

@@ -59,7 +59,6 @@ def test_rows_that_did_not_move_take_their_kept_scores() -> None:
     near[1::2, 2] = 9.0  # the second product's column, still above its threshold
     need, _ = _moved(rooms, ["a", "b", "c"], near)
     assert not need.any()
-    assert (rooms.looked_up, rooms.scored) == (12, 0)
 
 
 def test_a_value_across_a_split_moves_the_rows_it_stands_in() -> None:
@@ -70,7 +69,6 @@ def test_a_value_across_a_split_moves_the_rows_it_stands_in() -> None:
     need, kept = _moved(rooms, ["a", "b", "c"], moved)
     assert need.tolist() == [False, False, True, True, False, True]
     assert kept[~need].tolist() == [0.0, 0.1, 0.4] and np.isnan(kept[need]).all()
-    assert (rooms.looked_up, rooms.scored) == (3, 3)
     # The first product's column across its split: that product's row of every viewer.
     moved = X.copy()
     moved[0::2, 2] = 3.5
@@ -113,5 +111,35 @@ def test_a_grid_is_kept_for_the_model_that_scored_it_within_the_rows_allowed() -
     none = RoomScores(0)
     none.put("room", MODEL, ["a"], np.zeros((1, 4), np.float32), SOURCES, np.zeros(1))
     assert none.get("room", MODEL) is None
-    none.scored_all(5)
-    assert none.scored == 5
+    # A grid too large to keep takes its key's older grid out (it would only grow staler).
+    rooms.put("room", MODEL, ["v"] * 13, np.zeros((13, 4), np.float32), SOURCES, np.zeros(13))
+    assert rooms.get("room", MODEL) is None
+    rooms.put("room", MODEL, ["a", "b", "c"], X, SOURCES, np.zeros(6))
+    assert rooms.get("room", MODEL) is not None and rooms.get("third", MODEL) is not None
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_a_models_grids_are_forgotten_when_a_version_is_swapped_in() -> None:
+    rooms, X = _kept()
+    other = _Named("liverec-conversion")
+    swapped = _Named("liverec-next-product")
+    rooms.put("by-other", other, ["a", "b", "c"], X, SOURCES, np.zeros(6))
+    rooms.put("by-swapped", swapped, ["a", "b", "c"], X, SOURCES, np.zeros(6))
+    rooms.forget("liverec-next-product")
+    assert rooms.get("by-swapped", swapped) is None
+    assert rooms.get("by-other", other) is not None
+    # What was forgotten is free again: 100 rows hold the rest and 15 grids of 6 more.
+    for k in range(15):
+        rooms.put(k, other, ["a", "b", "c"], X, SOURCES, np.zeros(6))
+    assert rooms.get("by-other", other) is not None
+
+
+def test_counts_are_the_rows_of_answered_calls() -> None:
+    rooms = RoomScores(10)
+    rooms.counted(looked_up=5, scored=2)
+    rooms.counted(looked_up=0, scored=6)
+    assert (rooms.looked_up, rooms.scored) == (5, 8)

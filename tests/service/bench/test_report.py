@@ -120,7 +120,7 @@ def test_recommend_next_product_is_judged_with_the_room_acting_beside_nothing_ke
     assert row.verdict == "PASS" and row.value.startswith("80.00 ms (p50 40.00 ms")
     assert "1,999 events/s into the room" in row.note
     assert "5.0% of its rows scored, the rest kept" in row.note
-    assert "server CPU 60.0 ms a call" in row.note
+    assert "server CPU 60.0 ms a call (the events' ingestion included)" in row.note
     cold = rows["  the same, nothing kept (candidates reordered every call)"]
     assert cold.value.startswith("120 ms (p50 90.00 ms") and cold.verdict == ""
     assert "every row scored" in cold.note
@@ -130,6 +130,14 @@ def test_recommend_next_product_is_judged_with_the_room_acting_beside_nothing_ke
         "RecommendNextProduct(2000 x 30) p99, one at a time, the room's viewers acting"
     ]
     assert row.verdict == "FAIL" and "no room grid kept" in row.note
+    # The events that failed, and counts that could not be read, are said.
+    warm["events"] = {"error": "RpcError(UNAVAILABLE)"}
+    del warm["rows"]
+    row = _by_name(report.rows(r))[
+        "RecommendNextProduct(2000 x 30) p99, one at a time, the room's viewers acting"
+    ]
+    assert "the events failed: RpcError(UNAVAILABLE)" in row.note
+    assert "rows unknown (/metrics not read)" in row.note
 
 
 def test_ingestion_and_scoring_together_have_a_row_per_deployment() -> None:
