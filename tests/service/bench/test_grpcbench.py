@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from service.bench import grpcbench
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 
@@ -16,5 +14,5 @@ def test_reordered_candidates_are_each_a_new_order_never_the_original() -> None:
     assert got == [["b", "c", "d", "a"], ["c", "d", "a", "b"], ["d", "a", "b", "c"]]
     assert all(r.room_id == "r" and r.top_k == 2 for r in grpcbench._reordered(req, 3))
     assert list(req.candidate_product_ids) == ["a", "b", "c", "d"]  # the request untouched
-    with pytest.raises(ValueError, match="4 reorderings of 4 candidates"):
-        grpcbench._reordered(req, 4)
+    # Never the original order: at most one fewer reorderings than candidates.
+    assert len(grpcbench._reordered(req, 30)) == 3
