@@ -74,7 +74,7 @@ class RoomScores:
         the old one's grids would never match again, and they hold it in memory)."""
         with self._lock:
             for key in [k for k, g in self._grids.items() if _name(g.model) == model_name]:
-                self._rows -= self._grids.pop(key).rows
+                self._drop(key)
 
     def get(self, key: Hashable, model: object) -> RoomGrid | None:
         """The grid kept for ``key`` if ``model`` scored it."""
@@ -93,17 +93,16 @@ class RoomScores:
         X: np.ndarray,
         sources: GridSources,
         scores: np.ndarray,
-        cross: np.ndarray | None = None,
+        cross: np.ndarray,
     ) -> None:
         """Keep ``X`` (the grid of ``viewers`` x the candidates, viewer-major, its columns
-        from the sources ``sources`` says) and its ``scores`` as ``key``'s last grid
-        (``cross``: :func:`cross_of` ``X``, if the caller has it)."""
+        from the sources ``sources`` says) and its ``scores`` as ``key``'s last grid;
+        ``cross`` is :func:`cross_of` ``X``, which the caller built part by part (kept as
+        it is: not copied again)."""
         n = len(scores)
         if not viewers or not n or n > self.capacity or n % len(viewers):
             with self._lock:  # an older grid of this key would only grow staler
-                old = self._grids.pop(key, None)
-                if old is not None:
-                    self._rows -= old.rows
+                self._drop(key)
             return
         nc = n // len(viewers)
         grid = RoomGrid(
@@ -111,18 +110,21 @@ class RoomScores:
             {v: i for i, v in enumerate(viewers)},
             _frozen(X[::nc, : sources.lead]),
             _frozen(X[:nc, sources.products]),
-            _frozen(cross_of(X, sources)) if cross is None else _frozen(cross, copy=False),
+            _frozen(cross, copy=False),
             _frozen(np.asarray(scores, dtype=np.float64)),
         )
         with self._lock:
-            old = self._grids.pop(key, None)
-            if old is not None:
-                self._rows -= old.rows
+            self._drop(key)
             while self._grids and self._rows + n > self.capacity:
-                _, dropped = self._grids.popitem(last=False)
-                self._rows -= dropped.rows
+                self._drop(next(iter(self._grids)))
             self._grids[key] = grid
             self._rows += n
+
+    def _drop(self, key: Hashable) -> None:
+        """Forget ``key``'s grid, if any (under the lock)."""
+        old = self._grids.pop(key, None)
+        if old is not None:
+            self._rows -= old.rows
 
     def counted(self, looked_up: int, scored: int) -> None:
         """Count a call's rows: ``looked_up`` in a kept grid, ``scored`` by the model."""
@@ -138,8 +140,8 @@ class RoomScores:
         (any viewer's: a product's columns are the same in all of its rows)."""
         return keys.moved(rows[:, sources.products], grid.products, sources.products)
 
+    @staticmethod
     def moved(
-        self,
         grid: RoomGrid,
         keys: BranchKeys,
         viewers: Sequence[str],

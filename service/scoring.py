@@ -758,7 +758,7 @@ class Scorer:
         # The room's last grid, if the same model scored it over the same candidates: its
         # rows that did not move are not scored again (exact: service.room_scores).
         kept_by = model.kept
-        room_key = (q.room_id, tuple(cands))
+        room_key = (q.room_id, q.candidates)
         last = None if kept_by is None else self.room_scores.get(room_key, model)
         sources = grid_sources(NEXT_PRODUCT)
         products_moved = None

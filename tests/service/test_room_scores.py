@@ -34,10 +34,21 @@ def _grid(viewers: list[tuple[float, float]], cross: list[list[float]]) -> np.nd
     return np.array(rows, dtype=np.float32)
 
 
+def _put(
+    rooms: RoomScores,
+    key: object,
+    model: object,
+    viewers: list[str],
+    X: np.ndarray,
+    scores: np.ndarray,
+) -> None:
+    rooms.put(key, model, viewers, X, SOURCES, scores, cross_of(X, SOURCES))
+
+
 def _kept(capacity: int = 100) -> tuple[RoomScores, np.ndarray]:
     rooms = RoomScores(capacity)
     X = _grid([(1.0, 1.0), (5.0, 7.0), (20.0, 1.0)], [[0.5, 1.5], [1.5, 3.0], [0.0, 2.5]])
-    rooms.put("room", MODEL, ["a", "b", "c"], X, SOURCES, np.arange(6.0) / 10)
+    _put(rooms, "room", MODEL, ["a", "b", "c"], X, np.arange(6.0) / 10)
     return rooms, X
 
 
@@ -95,9 +106,9 @@ def test_a_grid_is_kept_for_the_model_that_scored_it_within_the_rows_allowed() -
     rooms, X = _kept(capacity=12)
     assert rooms.get("room", object()) is None  # another model (a swap) starts again
     assert rooms.get("other", MODEL) is None
-    rooms.put("second", MODEL, ["a", "b", "c"], X, SOURCES, np.zeros(6), cross_of(X, SOURCES))
+    _put(rooms, "second", MODEL, ["a", "b", "c"], X, np.zeros(6))
     assert rooms.get("room", MODEL) is not None  # 12 rows: both kept; "room" asked last
-    rooms.put("third", MODEL, ["a", "b", "c"], X, SOURCES, np.zeros(6))
+    _put(rooms, "third", MODEL, ["a", "b", "c"], X, np.zeros(6))
     assert rooms.get("second", MODEL) is None  # the least recently asked went out
     assert rooms.get("room", MODEL) is not None and rooms.get("third", MODEL) is not None
     # Kept as copies, read-only: the caller's matrix can be reused.
@@ -106,15 +117,15 @@ def test_a_grid_is_kept_for_the_model_that_scored_it_within_the_rows_allowed() -
     X[:] = 99.0
     assert grid.viewers[0].tolist() == [1.0, 1.0] and grid.cross[:, 0].tolist()[:2] == [0.5, 1.5]
     # A grid larger than all that may be kept is not kept; 0 keeps nothing.
-    rooms.put("big", MODEL, ["v"] * 13, np.zeros((13, 4), np.float32), SOURCES, np.zeros(13))
+    _put(rooms, "big", MODEL, ["v"] * 13, np.zeros((13, 4), np.float32), np.zeros(13))
     assert rooms.get("big", MODEL) is None
     none = RoomScores(0)
-    none.put("room", MODEL, ["a"], np.zeros((1, 4), np.float32), SOURCES, np.zeros(1))
+    _put(none, "room", MODEL, ["a"], np.zeros((1, 4), np.float32), np.zeros(1))
     assert none.get("room", MODEL) is None
     # A grid too large to keep takes its key's older grid out (it would only grow staler).
-    rooms.put("room", MODEL, ["v"] * 13, np.zeros((13, 4), np.float32), SOURCES, np.zeros(13))
+    _put(rooms, "room", MODEL, ["v"] * 13, np.zeros((13, 4), np.float32), np.zeros(13))
     assert rooms.get("room", MODEL) is None
-    rooms.put("room", MODEL, ["a", "b", "c"], X, SOURCES, np.zeros(6))
+    _put(rooms, "room", MODEL, ["a", "b", "c"], X, np.zeros(6))
     assert rooms.get("room", MODEL) is not None and rooms.get("third", MODEL) is not None
 
 
@@ -127,14 +138,14 @@ def test_a_models_grids_are_forgotten_when_a_version_is_swapped_in() -> None:
     rooms, X = _kept()
     other = _Named("liverec-conversion")
     swapped = _Named("liverec-next-product")
-    rooms.put("by-other", other, ["a", "b", "c"], X, SOURCES, np.zeros(6))
-    rooms.put("by-swapped", swapped, ["a", "b", "c"], X, SOURCES, np.zeros(6))
+    _put(rooms, "by-other", other, ["a", "b", "c"], X, np.zeros(6))
+    _put(rooms, "by-swapped", swapped, ["a", "b", "c"], X, np.zeros(6))
     rooms.forget("liverec-next-product")
     assert rooms.get("by-swapped", swapped) is None
     assert rooms.get("by-other", other) is not None
     # What was forgotten is free again: 100 rows hold the rest and 15 grids of 6 more.
     for k in range(15):
-        rooms.put(k, other, ["a", "b", "c"], X, SOURCES, np.zeros(6))
+        _put(rooms, k, other, ["a", "b", "c"], X, np.zeros(6))
     assert rooms.get("by-other", other) is not None
 
 
