@@ -129,8 +129,9 @@ class _RowsCollector(Collector):
             "liverec_model_rows",
             "Rows a model was asked to score, by how their score was found: looked_up "
             "(kept from an earlier call, exact) or scored (run through the model); kept_by "
-            "rows (branch keys: RankProducts, ScoreConversion) or room (a room's last grid: "
-            "RecommendNextProduct).",
+            "rows (branch keys: RankProducts, ScoreConversion), room (a room's last grid: "
+            "RecommendNextProduct; a row is scored if any group of trees walks it) or "
+            "room_groups (the same grids' (row, group of trees) pairs).",
             labels=["model", "kept_by", "how"],
         )
         for model, kept_by, how, rows in self._counts():

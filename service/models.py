@@ -27,7 +27,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from features.served_model import BranchKeys
+from features.served_model import BranchKeys, TreeGroups
 from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
 from service.generations import Generations
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
@@ -129,12 +129,26 @@ class LoadedModel:
     spec: ModelSpec
     #: Rows whose scores are kept by branch key (:class:`KeptScores`); 0 keeps none.
     kept_rows: int = 0
+    #: Trees a group for a room's grid (:class:`~features.served_model.TreeGroups`); 0:
+    #: none (the grid is scored by the whole graph and not kept).
+    tree_group: int = 0
     _most_split: dict[tuple[tuple[str, ...], int], list[str]] = field(
         default_factory=dict, compare=False, repr=False
     )
     _kept: KeptScores | None = field(default=None, init=False, compare=False, repr=False)
+    _groups: TreeGroups | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        tree_groups = getattr(self.model, "tree_groups", None)
+        if tree_groups is not None and self.tree_group > 0:
+            try:
+                object.__setattr__(self, "_groups", tree_groups(self.tree_group))
+            except Exception:
+                log.exception(
+                    "model %s v%s: trees not grouped, rooms' grids scored whole",
+                    self.name,
+                    self.version,
+                )
         branch_keys = getattr(self.model, "branch_keys", None)
         if branch_keys is None or self.kept_rows <= 0:
             return
@@ -150,6 +164,11 @@ class LoadedModel:
     def kept(self) -> KeptScores | None:
         """What this model keeps of the rows it scored (``None``: nothing)."""
         return self._kept
+
+    @property
+    def groups(self) -> TreeGroups | None:
+        """Its trees in groups, which score a room's grid (``None``: the whole graph)."""
+        return self._groups
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.model.predict(X)
@@ -350,6 +369,7 @@ class ModelRegistry:
         self._refused: dict[str, str] = {}
         self._lock = threading.Lock()  # one load at a time; reads never take it
         self.kept_rows = settings.score_kept_rows
+        self.tree_group = settings.room_tree_group
         self.on_swap: Callable[[LoadedModel], None] | None = None
 
     def get(self, name: str) -> LoadedModel | None:
@@ -447,9 +467,11 @@ class ModelRegistry:
 
     def _loaded(self, name: str, version: str, model: ScoringModel) -> LoadedModel:
         # RankProducts' and ScoreConversion's rows are kept by branch key. RecommendNext-
-        # Product's 60,000 rows would cost more to key than to score: its rooms' last grids
-        # are kept instead, compared value by value under the same keys (service.room_scores).
-        return LoadedModel(name, version, model, SPECS[name], self.kept_rows)
+        # Product's 60,000 rows would cost more to key than to score: its trees are grouped
+        # and its rooms' last grids kept by group instead, compared value by value
+        # (service.room_scores).
+        group = self.tree_group if name == NEXT_PRODUCT_MODEL else 0
+        return LoadedModel(name, version, model, SPECS[name], self.kept_rows, group)
 
     def _swap(self, loaded: LoadedModel) -> None:
         old = self._current.get(loaded.name)

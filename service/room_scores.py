@@ -1,18 +1,24 @@
 """What RecommendNextProduct keeps of a room's last grid, so that the next call for the
-same room scores only the rows that moved.
+same room walks only the rows, and only the trees, that moved.
 
 A room's grid is 2,000 viewers x 30 products = 60,000 rows, and running them through
-the trees is most of the call's CPU. Between two calls, most of a room's viewers did
-nothing, and many values that moved anyway (a viewer's idle seconds, a product's counts in
-the room) crossed no split of the trees. A row whose every value stands at the same
-place among its feature's thresholds as in the row scored before reaches the same leaf
-of every tree, so the served graph gives it the same score bit for bit
-(:class:`~features.served_model.BranchKeys`): only the other rows are scored. Only the
-values whose bits changed are searched: per viewer for the viewer's columns (equal in
-all of a viewer's rows), per product for the product's, and per row for the cross
-columns. The answer is the one the whole grid scored again would give. A room column
-that crosses a split (they stand in every row) moves the whole grid: on the bench, with
-the room's viewers sending 2,000 events/s, its likes per viewer did so in most calls.
+the trees is most of the call's CPU. The trees are scored in groups of consecutive trees
+(:class:`~features.served_model.TreeGroups`), and each row's margin in each group is
+kept. Between two calls, most of a room's viewers did nothing, and many values that
+moved anyway (a viewer's idle seconds, a product's counts in the room) crossed no split.
+A row whose every value stands on the same side of every split of a group's trees as
+before reaches the same leaves of that group, so the group gives it the same margin bit
+for bit: only the (row, group) pairs where a value crossed one of the group's splits
+are walked again (:meth:`~features.served_model.BranchKeys.moved`). Only the values
+whose bits changed are searched: per viewer for the viewer's columns (equal in all of a
+viewer's rows), per product for the product's, and per row for the cross columns. The
+answer is the one the whole grid scored again would give.
+
+Why groups: a room column stands in every row, so when it crosses a split the whole grid
+moves. On the bench (the room's viewers sending 2,000 events/s) the room's likes per
+viewer did so in about one call in six, and each time it crossed a split of one or two
+of the 137 trees: in groups of 12, those calls walk 10-19% of the grid's tree-rows
+instead of all of them.
 """
 
 from __future__ import annotations
@@ -42,12 +48,12 @@ class RoomGrid:
     products: np.ndarray
     #: (viewers x products, m): the cross columns, each row's own.
     cross: np.ndarray
-    #: (viewers x products,): the served model's scores of the rows.
-    scores: np.ndarray
+    #: (viewers x products, groups) float32: each row's margin in each group of trees.
+    margins: np.ndarray
 
     @property
     def rows(self) -> int:
-        return len(self.scores)
+        return len(self.margins)
 
 
 class RoomScores:
@@ -63,11 +69,13 @@ class RoomScores:
         self._grids: OrderedDict[Hashable, RoomGrid] = OrderedDict()
         self._rows = 0
         self._lock = threading.Lock()
-        #: Rows whose score was taken from a kept grid, and rows scored by the model, of
-        #: the calls that answered (plain counts for metrics and the bench: concurrent
-        #: calls may lose one).
+        #: Of the calls that answered: rows taken whole from a kept grid, and rows walked
+        #: through at least one group of trees; then the same in (row, group) pairs
+        #: (plain counts for metrics and the bench: concurrent calls may lose one).
         self.looked_up = 0
         self.scored = 0
+        self.groups_looked_up = 0
+        self.groups_scored = 0
 
     def forget(self, model_name: str) -> None:
         """Drop every grid of a model called ``model_name`` (a new version was swapped in:
@@ -92,14 +100,14 @@ class RoomScores:
         viewers: Sequence[str],
         X: np.ndarray,
         sources: GridSources,
-        scores: np.ndarray,
+        margins: np.ndarray,
         cross: np.ndarray,
     ) -> None:
         """Keep ``X`` (the grid of ``viewers`` x the candidates, viewer-major, its columns
-        from the sources ``sources`` says) and its ``scores`` as ``key``'s last grid;
-        ``cross`` is :func:`cross_of` ``X``, which the caller built part by part (kept as
-        it is: not copied again)."""
-        n = len(scores)
+        from the sources ``sources`` says) and its ``margins`` (rows, groups) as ``key``'s
+        last grid; ``cross`` is :func:`cross_of` ``X`` and ``margins`` are the caller's
+        own, built part by part (kept as they are: not copied again)."""
+        n = len(margins)
         if not viewers or not n or n > self.capacity or n % len(viewers):
             with self._lock:  # an older grid of this key would only grow staler
                 self._drop(key)
@@ -111,7 +119,7 @@ class RoomScores:
             _frozen(X[::nc, : sources.lead]),
             _frozen(X[:nc, sources.products]),
             _frozen(cross, copy=False),
-            _frozen(np.asarray(scores, dtype=np.float64)),
+            _frozen(np.asarray(margins, dtype=np.float32), copy=False),
         )
         with self._lock:
             self._drop(key)
@@ -126,18 +134,23 @@ class RoomScores:
         if old is not None:
             self._rows -= old.rows
 
-    def counted(self, looked_up: int, scored: int) -> None:
-        """Count a call's rows: ``looked_up`` in a kept grid, ``scored`` by the model."""
-        self.looked_up += looked_up
-        self.scored += scored
+    def counted(self, walked: np.ndarray) -> None:
+        """Count a call's (rows, groups) ``walked``: which groups of trees each row went
+        through (the others were kept)."""
+        rows = int(walked.any(axis=1).sum()) if walked.size else 0
+        pairs = int(walked.sum())
+        self.looked_up += len(walked) - rows
+        self.scored += rows
+        self.groups_looked_up += walked.size - pairs
+        self.groups_scored += pairs
 
     @staticmethod
     def products_moved(
         grid: RoomGrid, keys: BranchKeys, rows: np.ndarray, sources: GridSources
     ) -> np.ndarray:
-        """Per product, whether a value of its columns moved to another place among the
-        thresholds since ``grid``; ``rows`` are one viewer's rows over the same candidates
-        (any viewer's: a product's columns are the same in all of its rows)."""
+        """(products, groups): whether a value of a product's columns crossed a split of a
+        group's trees since ``grid``; ``rows`` are one viewer's rows over the same
+        candidates (any viewer's: a product's columns are the same in all of its rows)."""
         return keys.moved(rows[:, sources.products], grid.products, sources.products)
 
     @staticmethod
@@ -151,23 +164,23 @@ class RoomScores:
         cross_now: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """For ``part`` (the grid rows of ``viewers``, viewer-major over the same
-        candidates as ``grid``): which rows must be scored (bool per row: the viewer is
-        new to the grid, or a value of the viewer's, of the product's (``products_moved``)
-        or of the row's own moved to another place among the thresholds), and the kept
-        scores of the others (NaN for the rows to score). ``cross_now`` is
-        :func:`cross_of` ``part``."""
-        nc = len(grid.products)
+        candidates as ``grid``): which (row, group) pairs must be walked (rows x groups
+        booleans: the viewer is new to the grid, or a value of the viewer's, of the
+        product's (``products_moved``) or of the row's own crossed a split of the group's
+        trees), and the kept margins of the others (NaN for those to walk). ``cross_now``
+        is :func:`cross_of` ``part``."""
+        nc, groups = grid.products.shape[0], keys.groups
         n = len(viewers)
-        if part.shape[0] != n * nc or products_moved.shape != (nc,):
+        if part.shape[0] != n * nc or products_moved.shape != (nc, groups):
             raise ValueError(
                 f"part has {part.shape[0]} rows and {products_moved.shape} products moved "
-                f"for {n} viewers x {nc} products"
+                f"for {n} viewers x {nc} products x {groups} groups"
             )
         at = grid.at
         idx = np.fromiter((at.get(v, -1) for v in viewers), dtype=np.int64, count=n)
         known = np.flatnonzero(idx >= 0)
-        need_at = np.ones((n, nc), dtype=bool)
-        kept_at = np.full((n, nc), np.nan)
+        need_at = np.ones((n, nc, groups), dtype=bool)
+        kept_at = np.full((n, nc, groups), np.nan, dtype=np.float32)
         if len(known):
             was = idx[known]
             rows = part.reshape(n, nc, part.shape[1])
@@ -175,16 +188,16 @@ class RoomScores:
             lead = rows[:, 0, : sources.lead]
             cross = cross_now.reshape(n, nc, -1)
             moved = keys.moved(lead if everyone else lead[known], grid.viewers[was], 0)[
-                :, None
+                :, None, :
             ] | keys.moved(
                 cross if everyone else cross[known],
                 grid.cross.reshape(-1, nc, len(sources.cross))[was],
                 sources.cross,
             )
             need_at[known] = moved | products_moved
-            kept_at[known] = grid.scores.reshape(-1, nc)[was]
-        need = need_at.ravel()
-        kept = kept_at.ravel()
+            kept_at[known] = grid.margins.reshape(-1, nc, groups)[was]
+        need = need_at.reshape(n * nc, groups)
+        kept = kept_at.reshape(n * nc, groups)
         kept[need] = np.nan
         return need, kept
 

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from features.served_model import TreeGroups
 from features.tables import (
     BY_NAME,
     PRODUCT_LIVE,
@@ -346,25 +347,43 @@ def _alike_order(block: Cols, keys: Sequence[str], n: int) -> np.ndarray | None:
     return np.lexsort([block[k] for k in reversed(keys)])
 
 
-Kept = tuple[np.ndarray, np.ndarray]
+#: One group's walk of some of a part's rows: the group, the rows (``None``: all of
+#: them), those rows, and their margins to come.
+GroupJob = tuple[int, np.ndarray | None, np.ndarray, cf.Future[np.ndarray]]
 
 
-def _scores(
-    model: LoadedModel,
-    future: cf.Future[np.ndarray] | None,
-    X: np.ndarray,
-    kept: Kept | None,
+def _submit_groups(groups: TreeGroups, part: np.ndarray, need: np.ndarray | None) -> list[GroupJob]:
+    """Submit ``part``'s rows to the groups of trees ``need`` (rows x groups) says must
+    walk them (every row through every group when ``None``)."""
+    jobs: list[GroupJob] = []
+    for g in range(groups.groups):
+        rows = None
+        if need is not None:
+            col = need[:, g]
+            if col.all():
+                pass
+            elif col.any():
+                rows = np.flatnonzero(col)
+            else:
+                continue
+        todo = part if rows is None else part[rows]
+        jobs.append((g, rows, todo, groups.submit(todo, g)))
+    return jobs
+
+
+def _group_margins(
+    groups: TreeGroups, n: int, jobs: list[GroupJob], kept: np.ndarray | None
 ) -> np.ndarray:
-    """A part's scores: what ``future`` (``model.submit(X)``) gives; with ``kept`` (which
-    of the part's rows moved, and the kept scores of the others) filled in where they
-    moved."""
-    got = np.empty(0) if future is None else model.collect(future, X)
-    got = np.asarray(got, dtype=np.float64).ravel()
-    if kept is None:
-        return got
-    need, scores = kept
-    scores[need] = got
-    return scores
+    """(n, groups) float32: a part's margins, ``kept`` (if any) with what ``jobs`` walked
+    filled in."""
+    out = np.empty((n, groups.groups), dtype=np.float32) if kept is None else kept
+    for g, rows, todo, future in jobs:
+        got = groups.collect(future, todo, g)
+        if rows is None:
+            out[:, g] = got
+        else:
+            out[rows, g] = got
+    return out
 
 
 def _viewer_rows(block: Cols, rows: slice | np.ndarray, n: int) -> Cols:
@@ -435,7 +454,8 @@ class Scorer:
     def rows_counted(self) -> list[tuple[str, str, str, int]]:
         """``(model, kept_by, how, rows)``: the rows each model's scores were looked up for
         or scored, kept by branch key (RankProducts, ScoreConversion) or by room
-        (RecommendNextProduct), since start (:meth:`Metrics.watch_rows`)."""
+        (RecommendNextProduct: ``room`` counts rows walked through any group of trees,
+        ``room_groups`` (row, group) pairs), since start (:meth:`Metrics.watch_rows`)."""
         out = []
         for name in (CONVERSION_MODEL, NEXT_PRODUCT_MODEL):
             model = self.models.get(name)
@@ -446,6 +466,8 @@ class Scorer:
         rooms = self.room_scores
         out += [(NEXT_PRODUCT_MODEL, "room", "looked_up", rooms.looked_up)]
         out += [(NEXT_PRODUCT_MODEL, "room", "scored", rooms.scored)]
+        out += [(NEXT_PRODUCT_MODEL, "room_groups", "looked_up", rooms.groups_looked_up)]
+        out += [(NEXT_PRODUCT_MODEL, "room_groups", "scored", rooms.groups_scored)]
         return out
 
     def segment(self, p: float) -> Segment:
@@ -755,11 +777,12 @@ class Scorer:
         viewer_block = block if order is None else _viewer_rows(block, order, nv)
         in_grid = viewers if order is None else [viewers[i] for i in order.tolist()]
         pblock = product_at(static, pcols, now)
-        # The room's last grid, if the same model scored it over the same candidates: its
-        # rows that did not move are not scored again (exact: service.room_scores).
-        kept_by = model.kept
+        # The room's last grid, if the same model scored it over the same candidates: only
+        # its (row, group of trees) pairs where a value crossed one of the group's splits
+        # are walked again (exact: service.room_scores).
+        groups = model.groups
         room_key = (q.room_id, q.candidates)
-        last = None if kept_by is None else self.room_scores.get(room_key, model)
+        last = None if groups is None else self.room_scores.get(room_key, model)
         sources = grid_sources(NEXT_PRODUCT)
         products_moved = None
         cross: list[np.ndarray] = []  # the parts' cross columns, kept with the grid
@@ -767,7 +790,8 @@ class Scorer:
         # one builds the next, then judges the viewers' rows. Past the deadline (the caller
         # has given up) the rest is not built, and what was submitted is withdrawn.
         X = np.empty((nv * nc, len(NEXT_PRODUCT.columns)), dtype=np.float32)
-        scoring: list[tuple[cf.Future[np.ndarray] | None, np.ndarray, Kept | None]] = []
+        whole: list[tuple[cf.Future[np.ndarray], np.ndarray]] = []  # without groups
+        grouped: list[tuple[np.ndarray, list[GroupJob], np.ndarray | None, np.ndarray]] = []
         try:
             for a, b in _parts(nv, nc):
                 if deadline.remaining() <= 0:
@@ -775,36 +799,43 @@ class Scorer:
                 part = X[a * nc : b * nc]
                 block = _viewer_rows(viewer_block, slice(a, b), nv)
                 assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, out=part)
-                if kept_by is None:
-                    scoring.append((model.submit(part), part, None))
+                if groups is None:
+                    whole.append((model.submit(part), part))
                     continue
                 cross.append(cross_of(part, sources))
-                if last is None:
-                    scoring.append((model.submit(part), part, None))
-                    continue
-                if products_moved is None:
-                    products_moved = self.room_scores.products_moved(
-                        last, kept_by.keys, part[:nc], sources
+                need = kept = None
+                if last is not None:
+                    if products_moved is None:
+                        products_moved = self.room_scores.products_moved(
+                            last, groups.keys, part[:nc], sources
+                        )
+                    need, kept = self.room_scores.moved(
+                        last, groups.keys, in_grid[a:b], part, sources, products_moved, cross[-1]
                     )
-                moved = self.room_scores.moved(
-                    last, kept_by.keys, in_grid[a:b], part, sources, products_moved, cross[-1]
-                )
-                todo = part if moved[0].all() else part[moved[0]]
-                scoring.append((model.submit(todo) if len(todo) else None, todo, moved))
+                walked = np.ones((len(part), groups.groups), bool) if need is None else need
+                grouped.append((part, _submit_groups(groups, part, need), kept, walked))
             # Every viewer's rows judged at once: stale if any is, as old as the oldest.
             stale, viewer_ages = self._viewers_age(rows, nv, now)
-            scored = np.concatenate([_scores(model, *s) for s in scoring])
+            if groups is None:
+                got = [np.asarray(model.collect(f, part)).ravel() for f, part in whole]
+                scored = np.concatenate(got).astype(np.float64)
+            else:
+                margins = np.concatenate(
+                    [_group_margins(groups, len(p), jobs, k) for p, jobs, k, _ in grouped]
+                )
+                scored = groups.probability(margins)
         except BaseException:
-            for f, *_ in scoring:
-                if f is not None:
+            for f, _ in whole:
+                f.cancel()
+            for _, jobs, _, _ in grouped:
+                for *_, f in jobs:
                     f.cancel()
             raise
-        if kept_by is not None:
+        if groups is not None:
             self.room_scores.put(
-                room_key, model, in_grid, X, sources, scored, np.concatenate(cross)
+                room_key, model, in_grid, X, sources, margins, np.concatenate(cross)
             )
-            fresh = sum(len(todo) for f, todo, _ in scoring if f is not None)
-            self.room_scores.counted(len(scored) - fresh, fresh)
+            self.room_scores.counted(np.concatenate([w for *_, w in grouped]))
         P = np.clip(scored.reshape(nv, nc), 0.0, 1.0)
         expected = P.sum(axis=0)
         score = expected / nv

@@ -163,6 +163,17 @@ class ServiceSettings(FeatureSettings):
     viewer_cache_size: int = Field(
         default=100_000, gt=0, description="Most viewers' batch rows kept in memory (LRU)."
     )
+    room_tree_group: int = Field(
+        default=12,
+        ge=0,
+        description=(
+            "Trees a group when RecommendNextProduct scores a room's grid: each group's "
+            "margin is kept per row, and a row whose value crossed a split is walked again "
+            "through the groups that split there only (a room column crossing a split then "
+            "moves one or two groups, not every tree). 0: the grid is scored by the whole "
+            "graph and not kept."
+        ),
+    )
     score_kept_rows: int = Field(
         default=262_144,
         ge=0,
@@ -173,8 +184,8 @@ class ServiceSettings(FeatureSettings):
             "viewers x 50 candidates asked again in turn needs 100,000; at most about "
             "80 MB a model by default. The same number, apart, bounds the rows of the "
             "rooms' last RecommendNextProduct grids kept, whose rows that did not move are "
-            "not scored again (about 60 bytes a row: 4 rooms of 2,000 x 30, 15 MB, by "
-            "default)."
+            "not scored again (about 100 bytes a row with 12 groups of trees: 4 rooms of "
+            "2,000 x 30, 25 MB, by default)."
         ),
     )
     live_cache_s: float = Field(

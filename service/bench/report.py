@@ -31,18 +31,28 @@ def _ms(x: float | None) -> str:
 
 
 def _rows_note(run: dict[str, Any]) -> str:
-    """What share of a RecommendNextProduct series' rows the model scored (the rest were
-    kept from the room's last grid)."""
+    """What share of a RecommendNextProduct series' rows the model walked through any group
+    of trees, and what share of its (row, group) pairs (the rest were kept from the room's
+    last grid)."""
     if "rows" not in run:
         return "rows unknown (/metrics not read)"
     rows = run["rows"]
-    scored = sum(v for k, v in rows.items() if k.endswith("/room/scored"))
-    looked_up = sum(v for k, v in rows.items() if k.endswith("/room/looked_up"))
+
+    def share(kept_by: str) -> tuple[float, float]:
+        scored = sum(v for k, v in rows.items() if k.endswith(f"/{kept_by}/scored"))
+        looked_up = sum(v for k, v in rows.items() if k.endswith(f"/{kept_by}/looked_up"))
+        return scored, looked_up
+
+    scored, looked_up = share("room")
     if scored + looked_up <= 0:
         return "no room grid kept"
     if not looked_up:
         return "every row scored"
-    return f"{scored / (scored + looked_up):.1%} of its rows scored, the rest kept"
+    note = f"{scored / (scored + looked_up):.1%} of its rows scored"
+    pairs, kept_pairs = share("room_groups")
+    if pairs + kept_pairs > 0:
+        note += f" ({pairs / (pairs + kept_pairs):.1%} of its (row, group of trees) pairs)"
+    return note + ", the rest kept"
 
 
 def _cpu_per_call(run: dict[str, Any], also: str = "") -> str:

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from features import served_model
-from features.served_model import BranchKeys, PathExplainer, ServedModel
+from features.served_model import (
+    PARITY_TOLERANCE,
+    BranchKeys,
+    ParityError,
+    PathExplainer,
+    ServedModel,
+    TreeGroups,
+)
 
 
 def test_path_contributions_add_up_to_the_margin_and_track_shap() -> None:
@@ -162,19 +169,20 @@ def test_branch_keys_say_which_rows_moved_across_a_split_as_their_keys_do() -> N
     # Rows whose keys differ are the rows that moved, whatever the rows around them.
     expect = (keys(new) != keys(old)).any(axis=1)
     assert 0 < expect.sum() < len(old) and expect[7] and not expect[9] and expect[11]
-    assert np.array_equal(keys.moved(new, old), expect)
+    assert keys.moved(new, old).shape == (500, 1)
+    assert np.array_equal(keys.moved(new, old)[:, 0], expect)
     assert not keys.moved(old, old.copy()).any()
     # Any leading shape; the last axis holds the features given (or a run from one).
     assert np.array_equal(
-        keys.moved(new.reshape(50, 10, 4), old.reshape(50, 10, 4)), expect.reshape(50, 10)
+        keys.moved(new.reshape(50, 10, 4), old.reshape(50, 10, 4)), expect.reshape(50, 10, 1)
     )
     assert np.array_equal(
-        keys.moved(new[:, 2:], old[:, 2:], 2), (keys(new) != keys(old))[:, 2:].any(axis=1)
+        keys.moved(new[:, 2:], old[:, 2:], 2)[:, 0], (keys(new) != keys(old))[:, 2:].any(axis=1)
     )
-    assert keys.moved(new[:, :0], old[:, :0]).shape == (500,)
+    assert keys.moved(new[:, :0], old[:, :0]).shape == (500, 1)
     picked = np.array([3, 0])
     assert np.array_equal(
-        keys.moved(new[:, picked], old[:, picked], picked),
+        keys.moved(new[:, picked], old[:, picked], picked)[:, 0],
         (keys(new) != keys(old))[:, picked].any(axis=1),
     )
     with pytest.raises(ValueError, match="alike"):
@@ -183,6 +191,45 @@ def test_branch_keys_say_which_rows_moved_across_a_split_as_their_keys_do() -> N
         keys.moved(new[:, :3], old[:, :3], 2)
     with pytest.raises(ValueError, match=r"features \[0\] for 2 columns"):
         keys.moved(new[:, :2], old[:, :2], np.array([0]))
+
+
+def test_branch_keys_with_owners_say_which_groups_of_trees_each_row_moved_in() -> None:
+    """Per group, a row moved if one of its values crossed one of that group's thresholds
+    (the keys of the group's thresholds alone differ), or became NaN or stopped being
+    one on a feature the group splits on."""
+    rng = np.random.default_rng(9)
+    groups = 3
+    thresholds = [np.sort(rng.normal(size=k)).astype(np.float32) for k in (12, 0, 5, 9, 1)]
+    owners = [rng.integers(0, groups, size=len(t)) for t in thresholds]
+    thresholds[0][3] = thresholds[0][4]  # one threshold in two groups' trees
+    keys = BranchKeys(thresholds, owners)
+    assert keys.groups == groups
+    old = rng.normal(size=(400, 5)).astype(np.float32)
+    old[rng.uniform(size=old.shape) < 0.05] = np.nan
+    new = old.copy()
+    nudge = rng.uniform(size=old.shape) < 0.3
+    new[nudge] += rng.normal(scale=0.1, size=int(nudge.sum())).astype(np.float32)
+    new[rng.uniform(size=old.shape) < 0.02] = np.nan
+    flip = np.isnan(old) & (rng.uniform(size=old.shape) < 0.3)
+    new[flip] = 0.25
+    new[3, 0] = thresholds[0][4]
+    got = keys.moved(new, old)
+    assert got.shape == (400, groups)
+    for g in range(groups):
+        mine = [t[o == g] for t, o in zip(thresholds, owners, strict=True)]
+        alone = BranchKeys(mine)
+        nan = (np.isnan(new) != np.isnan(old)) & np.array([len(t) > 0 for t in mine])
+        expect = ((alone(new) != alone(old)) & ~(np.isnan(new) | np.isnan(old))) | nan
+        assert np.array_equal(got[:, g], expect.any(axis=1)), g
+    assert 0 < got.sum() < got.size and not keys.moved(old, old.copy()).any()
+    # A feature no group splits on moves nothing, NaN or not.
+    other = old.copy()
+    other[:, 1] = np.where(np.isnan(old[:, 1]), 1.0, np.nan)
+    assert not keys.moved(other, old).any()
+    with pytest.raises(ValueError, match="feature 2: 1 owners for 5 thresholds"):
+        BranchKeys(thresholds, [owners[0], owners[1], np.zeros(1), owners[3], owners[4]])
+    with pytest.raises(ValueError, match="2 owner lists for 5 features"):
+        BranchKeys(thresholds, owners[:2])
 
 
 def _served(tmp: Path, X: np.ndarray, y: np.ndarray) -> ServedModel:
@@ -314,3 +361,83 @@ def test_a_part_no_thread_has_started_is_scored_by_the_caller(tmp_path: Path) ->
     started = model.submit(X[:100])
     started.result()
     assert np.array_equal(model.collect(started, X[:100]), got)  # done on its thread
+
+
+def test_tree_groups_score_as_the_served_graph_and_each_group_alike_rows_alike(
+    tmp_path: Path,
+) -> None:
+    """The served trees in groups: the same probabilities as the one-ensemble graph (to
+    float32 rounding), each group's margins the same bits for a row alone or in any
+    batch, and a row whose values moved without crossing a group's splits keeps its
+    margin in that group bit for bit (what a room's kept grid relies on)."""
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(3000, 5)).astype(np.float32)
+    X[rng.uniform(size=X.shape) < 0.1] = np.nan
+    y = np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 1]) * np.nan_to_num(X[:, 2]) > 0.3
+    model = _served(tmp_path, X, y)
+    rows = X[:500]
+    for size in (1, 4, 7, 30, 100):
+        groups = model.tree_groups(size)
+        assert groups.groups == -(-30 // size)
+        assert groups.group_of.tolist() == [t // size for t in range(30)]
+        got = groups.predict(rows)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, model.predict(rows), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got, model.reference(rows), rtol=0, atol=PARITY_TOLERANCE)
+    groups = model.tree_groups(4)
+    margins = groups.all_margins(rows)
+    assert margins.shape == (500, 8) and margins.dtype == np.float32
+    picked = rng.choice(500, size=37, replace=False)
+    for g in range(groups.groups):
+        alone = np.concatenate([groups.margins(rows[i : i + 1], g) for i in picked[:5]])
+        assert np.array_equal(alone, margins[picked[:5], g])
+        future = groups.submit(rows[picked], g)
+        assert np.array_equal(groups.collect(future, rows[picked], g), margins[picked, g])
+    # Values moved: within their intervals of every split, or across some.
+    import onnx
+
+    thresholds = BranchKeys.split_thresholds(onnx.load(str(tmp_path / "model.onnx")).graph, 5)
+    assert thresholds is not None
+    moved = _twins(groups.keys, thresholds, rows, rng)
+    crossed = rng.uniform(size=rows.shape) < 0.02
+    moved[crossed] = rng.normal(size=int(crossed.sum())).astype(np.float32)
+    walk = groups.keys.moved(moved, rows)
+    assert 0 < walk.sum() < walk.size
+    again = groups.all_margins(moved)
+    assert np.array_equal(again[~walk], margins[~walk])
+    assert (again[walk] != margins[walk]).any()  # some moves do change a group's margin
+    # Kept margins and walked ones put together: the whole graph's answer, bit for bit.
+    mixed = np.where(walk, again, margins)
+    assert np.array_equal(groups.probability(mixed), groups.predict(moved))
+    with pytest.raises(ValueError, match=r"expected \(n, 8\) margins"):
+        groups.probability(margins[:, :3])
+    with pytest.raises(ValueError, match="at least 1"):
+        model.tree_groups(0)
+
+
+def test_tree_groups_refuse_a_graph_of_another_shape_and_a_failed_parity(
+    tmp_path: Path,
+) -> None:
+    import onnx
+    from onnx import helper
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(500, 3)).astype(np.float32)
+    model = _served(tmp_path, X, X[:, 0] > 0)
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    assert TreeGroups(graph, 3, 5).groups == 6
+    no_sigmoid = onnx.load(str(tmp_path / "model.onnx"))
+    nodes = [n for n in no_sigmoid.graph.node if n.op_type != "Sigmoid"]
+    del no_sigmoid.graph.node[:]
+    no_sigmoid.graph.node.extend(nodes)
+    with pytest.raises(ValueError, match="not a Platt calibration"):
+        TreeGroups(no_sigmoid, 3, 5)
+    graph.graph.node.append(helper.make_node("Abs", ["input"], ["input_abs"]))
+    with pytest.raises(ValueError, match="not read by one tree ensemble alone"):
+        TreeGroups(graph, 3, 5)
+    with np.load(tmp_path / "parity.npz") as parity:
+        saved = {k: parity[k] for k in parity.files}
+    saved["expected"] = saved["expected"] + 1e-3
+    np.savez(tmp_path / "parity.npz", **saved)
+    with pytest.raises(ParityError, match="groups of 5 differ"):
+        model.tree_groups(5)

@@ -39,7 +39,10 @@ def real(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     for name, spec in ((CONVERSION_MODEL, CONVERSION), (NEXT_PRODUCT_MODEL, NEXT_PRODUCT)):
         _register(uri, tmp, name, spec, seed=1)
     # Scoring only: live state would be rebuilt into (and written over) the shared world.
-    settings = make_settings(world, tmp, mlflow_tracking_uri=uri, ingest_enabled=False)
+    # The boosters have 15 trees: in groups of 3, a room's grid is kept in 5 groups.
+    settings = make_settings(
+        world, tmp, mlflow_tracking_uri=uri, ingest_enabled=False, room_tree_group=3
+    )
     server = ServerThread(lambda: build_app(settings))
     server.wait_serving()
     server.uri = uri  # type: ignore[attr-defined]
@@ -113,19 +116,21 @@ def test_scoring_asked_again_looks_its_rows_up_and_answers_the_same(
     assert again == first
 
 
-def test_a_rooms_grid_asked_again_scores_the_rows_that_moved_and_answers_the_same_bits(
+def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
     real: ServerThread, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RecommendNextProduct keeps a room's last grid: asked again, only the rows whose
-    values crossed a split are scored, and the answer is the one a scorer that keeps
-    nothing gives, bit for bit."""
+    """RecommendNextProduct keeps a room's last grid, each row's margin in each group of
+    trees: asked again, only the (row, group) pairs where a value crossed one of the
+    group's splits are walked, and the answer is the one a scorer that keeps nothing
+    gives, bit for bit."""
     # Parts of a few viewers, so that the parts compare on their own (and some parts are
-    # kept whole, others scored in part).
+    # kept whole, others walked in part).
     monkeypatch.setattr(scoring, "GRID_PART_ROWS", 24)
     scorer: Scorer = real.app.scorer
     rooms = scorer.room_scores
     model = real.app.models.get(NEXT_PRODUCT_MODEL)
-    assert model is not None and model.kept is not None
+    assert model is not None and model.groups is not None and model.groups.groups > 2
+    groups = model.groups
     keeps_nothing = Scorer(
         scorer.s.model_copy(update={"score_kept_rows": 0}), real.app.features, real.app.models
     )
@@ -139,38 +144,67 @@ def test_a_rooms_grid_asked_again_scores_the_rows_that_moved_and_answers_the_sam
             keeps_nothing.recommend_next_product(query, Deadline.after(RPC_S)),
         )
 
+    def counts() -> tuple[int, int, int, int]:
+        return (rooms.scored, rooms.looked_up, rooms.groups_scored, rooms.groups_looked_up)
+
     kept, fresh = ask(0)
     assert kept == fresh and kept.viewers_present == len(world.present) > 2
     rows = len(world.present) * len(query.candidates)
-    # The time held: nothing moved, nothing is scored.
-    before = (rooms.scored, rooms.looked_up)
+    # The time held: nothing moved, nothing is walked.
+    before = counts()
     again, fresh = ask(0)
     assert again == fresh == kept
-    assert (rooms.scored, rooms.looked_up) == (before[0], before[1] + rows)
-    # One viewer's tenure past every split: that viewer's rows alone are scored again.
+    assert counts() == (
+        before[0],
+        before[1] + rows,
+        before[2],
+        before[3] + rows * groups.groups,
+    )
+
+    # One viewer's column made missing, one that some groups of trees split on but not
+    # all: that viewer's rows alone are walked again, through those groups alone.
+    def splitting(column: str) -> int:
+        probe = np.zeros((1, len(NEXT_PRODUCT.columns)), dtype=np.float32)
+        missing = probe.copy()
+        missing[0, NEXT_PRODUCT.columns.index(column)] = np.nan
+        return int(groups.keys.moved(missing, probe).sum())
+
+    split_on = model.most_split(CONVERSION.columns, len(CONVERSION.columns))
+    column = next(c for c in split_on if 0 < splitting(c) < groups.groups)
+    some = splitting(column)
     viewer_block = Scorer._viewers_block
 
     def moved_one(self: Scorer, viewers: Any, *args: Any, **kwargs: Any) -> Any:
         block = dict(viewer_block(self, viewers, *args, **kwargs))
-        block["tenure_days"] = block["tenure_days"].copy()
-        block["tenure_days"][viewers.index(world.present[0])] = np.inf
+        block[column] = np.asarray(block[column], dtype=np.float32).copy()
+        block[column][viewers.index(world.present[0])] = np.nan
         return block
 
     monkeypatch.setattr(Scorer, "_viewers_block", moved_one)
-    before = (rooms.scored, rooms.looked_up)
+    before = counts()
     kept, fresh = ask(0)
     assert kept == fresh
     n = len(query.candidates)
-    assert (rooms.scored, rooms.looked_up) == (before[0] + n, before[1] + rows - n)
-    # Later, the time features moved (rows across a split are scored, the rest kept).
+    assert counts() == (
+        before[0] + n,
+        before[1] + rows - n,
+        before[2] + n * some,
+        before[3] + rows * groups.groups - n * some,
+    )
+    # Later, the time features moved (pairs across a split are walked, the rest kept).
     for minutes in (2, 9, 47, 180):
         kept, fresh = ask(minutes)
         assert kept == fresh, minutes
     # The counts are the server's metric.
     sample = real.app.metrics.registry.get_sample_value
-    for how, rows_ in (("scored", rooms.scored), ("looked_up", rooms.looked_up)):
-        labels = {"model": NEXT_PRODUCT_MODEL, "kept_by": "room", "how": how}
-        assert sample("liverec_model_rows_total", labels) == rows_ > 0
+    for kept_by, how, value in (
+        ("room", "scored", rooms.scored),
+        ("room", "looked_up", rooms.looked_up),
+        ("room_groups", "scored", rooms.groups_scored),
+        ("room_groups", "looked_up", rooms.groups_looked_up),
+    ):
+        labels = {"model": NEXT_PRODUCT_MODEL, "kept_by": kept_by, "how": how}
+        assert sample("liverec_model_rows_total", labels) == value > 0
 
 
 def test_real_model_hot_swap_follows_the_alias(real: ServerThread, world: World) -> None:
