@@ -669,23 +669,45 @@ class TreeGroups:
         (out,) = self._sessions[group].run(None, {INPUT_NAME: X})
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
-    def submit(self, X: np.ndarray, group: int) -> cf.Future[np.ndarray]:
-        """:meth:`margins` of ``X`` on one of the :func:`bulk_pool` threads; take them
-        with :meth:`collect`."""
-        return bulk_pool().submit(self.margins, self._checked(X), group)
+    def walk(self, X: np.ndarray, need: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        """Walk rows of ``X`` through the groups ``need`` (rows x groups booleans; ``None``:
+        every row through every group) says, writing their margins into ``out`` (rows x
+        groups float32, the rest left as they are); returns ``out``."""
+        for g in range(self.groups):
+            col = None if need is None else need[:, g]
+            if col is None or col.all():
+                out[:, g] = self.margins(X, g)
+            elif col.any():
+                rows = np.flatnonzero(col)
+                out[rows, g] = self.margins(X[rows], g)
+        return out
 
-    def collect(self, future: cf.Future[np.ndarray], X: np.ndarray, group: int) -> np.ndarray:
-        """What :meth:`submit` of ``X`` for ``group`` gave ``future``; computed here if no
+    def submit(
+        self, X: np.ndarray, need: np.ndarray | None, out: np.ndarray
+    ) -> cf.Future[np.ndarray]:
+        """:meth:`walk` on one of the :func:`bulk_pool` threads (one job for all the
+        groups: a room's part wakes one thread, not one per group); take ``out`` with
+        :meth:`collect`. ``out`` is the job's until then."""
+        X = self._checked(X)
+        if out.shape != (len(X), self.groups) or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 ({len(X)}, {self.groups}), got {out.shape}")
+        return bulk_pool().submit(self.walk, X, need, out)
+
+    def collect(
+        self,
+        future: cf.Future[np.ndarray],
+        X: np.ndarray,
+        need: np.ndarray | None,
+        out: np.ndarray,
+    ) -> np.ndarray:
+        """What :meth:`submit` of the same arguments gave ``future``; walked here if no
         thread has started it yet."""
-        return collect(future, lambda rows: self.margins(rows, group), self._checked(X))
+        return collect(future, lambda rows: self.walk(rows, need, out), self._checked(X))
 
     def all_margins(self, X: np.ndarray) -> np.ndarray:
         """float32 (rows, groups): every group's margins of ``X``, here."""
         X = self._checked(X)
-        out = np.empty((len(X), self.groups), dtype=np.float32)
-        for g in range(self.groups):
-            out[:, g] = self.margins(X, g)
-        return out
+        return self.walk(X, None, np.empty((len(X), self.groups), dtype=np.float32))
 
     def probability(self, margins: np.ndarray) -> np.ndarray:
         """float64 (rows,): the calibrated probability of rows whose groups' margins are

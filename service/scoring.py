@@ -21,7 +21,6 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from features.served_model import TreeGroups
 from features.tables import (
     BY_NAME,
     PRODUCT_LIVE,
@@ -345,45 +344,6 @@ def _alike_order(block: Cols, keys: Sequence[str], n: int) -> np.ndarray | None:
     if n < 2 or not keys:
         return None
     return np.lexsort([block[k] for k in reversed(keys)])
-
-
-#: One group's walk of some of a part's rows: the group, the rows (``None``: all of
-#: them), those rows, and their margins to come.
-GroupJob = tuple[int, np.ndarray | None, np.ndarray, cf.Future[np.ndarray]]
-
-
-def _submit_groups(groups: TreeGroups, part: np.ndarray, need: np.ndarray | None) -> list[GroupJob]:
-    """Submit ``part``'s rows to the groups of trees ``need`` (rows x groups) says must
-    walk them (every row through every group when ``None``)."""
-    jobs: list[GroupJob] = []
-    for g in range(groups.groups):
-        rows = None
-        if need is not None:
-            col = need[:, g]
-            if col.all():
-                pass
-            elif col.any():
-                rows = np.flatnonzero(col)
-            else:
-                continue
-        todo = part if rows is None else part[rows]
-        jobs.append((g, rows, todo, groups.submit(todo, g)))
-    return jobs
-
-
-def _group_margins(
-    groups: TreeGroups, n: int, jobs: list[GroupJob], kept: np.ndarray | None
-) -> np.ndarray:
-    """(n, groups) float32: a part's margins, ``kept`` (if any) with what ``jobs`` walked
-    filled in."""
-    out = np.empty((n, groups.groups), dtype=np.float32) if kept is None else kept
-    for g, rows, todo, future in jobs:
-        got = groups.collect(future, todo, g)
-        if rows is None:
-            out[:, g] = got
-        else:
-            out[rows, g] = got
-    return out
 
 
 def _viewer_rows(block: Cols, rows: slice | np.ndarray, n: int) -> Cols:
@@ -791,7 +751,9 @@ class Scorer:
         # has given up) the rest is not built, and what was submitted is withdrawn.
         X = np.empty((nv * nc, len(NEXT_PRODUCT.columns)), dtype=np.float32)
         whole: list[tuple[cf.Future[np.ndarray], np.ndarray]] = []  # without groups
-        grouped: list[tuple[np.ndarray, list[GroupJob], np.ndarray | None, np.ndarray]] = []
+        # A part's rows, which (row, group) pairs to walk (None: all), its margins (kept
+        # ones, the rest to come) and the job that walks them.
+        grouped: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, cf.Future[np.ndarray]]] = []
         try:
             for a, b in _parts(nv, nc):
                 if deadline.remaining() <= 0:
@@ -812,8 +774,9 @@ class Scorer:
                     need, kept = self.room_scores.moved(
                         last, groups.keys, in_grid[a:b], part, sources, products_moved, cross[-1]
                     )
-                walked = np.ones((len(part), groups.groups), bool) if need is None else need
-                grouped.append((part, _submit_groups(groups, part, need), kept, walked))
+                if kept is None:
+                    kept = np.empty((len(part), groups.groups), dtype=np.float32)
+                grouped.append((part, need, kept, groups.submit(part, need, kept)))
             # Every viewer's rows judged at once: stale if any is, as old as the oldest.
             stale, viewer_ages = self._viewers_age(rows, nv, now)
             if groups is None:
@@ -821,21 +784,24 @@ class Scorer:
                 scored = np.concatenate(got).astype(np.float64)
             else:
                 margins = np.concatenate(
-                    [_group_margins(groups, len(p), jobs, k) for p, jobs, k, _ in grouped]
+                    [groups.collect(f, part, need, out) for part, need, out, f in grouped]
                 )
                 scored = groups.probability(margins)
         except BaseException:
             for f, _ in whole:
                 f.cancel()
-            for _, jobs, _, _ in grouped:
-                for *_, f in jobs:
-                    f.cancel()
+            for *_, f in grouped:
+                f.cancel()
             raise
         if groups is not None:
             self.room_scores.put(
                 room_key, model, in_grid, X, sources, margins, np.concatenate(cross)
             )
-            self.room_scores.counted(np.concatenate([w for *_, w in grouped]))
+            self.room_scores.counted(
+                np.concatenate(
+                    [np.ones(k.shape, bool) if need is None else need for _, need, k, _ in grouped]
+                )
+            )
         P = np.clip(scored.reshape(nv, nc), 0.0, 1.0)
         expected = P.sum(axis=0)
         score = expected / nv

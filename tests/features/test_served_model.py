@@ -391,8 +391,16 @@ def test_tree_groups_score_as_the_served_graph_and_each_group_alike_rows_alike(
     for g in range(groups.groups):
         alone = np.concatenate([groups.margins(rows[i : i + 1], g) for i in picked[:5]])
         assert np.array_equal(alone, margins[picked[:5], g])
-        future = groups.submit(rows[picked], g)
-        assert np.array_equal(groups.collect(future, rows[picked], g), margins[picked, g])
+    # Walked on a bulk thread, some (row, group) pairs only: those are filled in.
+    need = rng.uniform(size=(37, 8)) < 0.4
+    need[:, 2] = True
+    need[:, 5] = False
+    out = np.full((37, 8), np.nan, dtype=np.float32)
+    future = groups.submit(rows[picked], need, out)
+    assert groups.collect(future, rows[picked], need, out) is out
+    assert np.array_equal(out[need], margins[picked][need]) and np.isnan(out[~need]).all()
+    with pytest.raises(ValueError, match=r"out must be float32 \(37, 8\)"):
+        groups.submit(rows[picked], need, out[:, :3])
     # Values moved: within their intervals of every split, or across some.
     import onnx
 
