@@ -454,6 +454,26 @@ def product_at(
     return f
 
 
+#: What :func:`cross_block` reads of a viewer's block and of a product's: a viewer's
+#: cross row over the same products is the same bits while these are (a test checks it).
+CROSS_VIEWER_INPUTS = (
+    "region",
+    "_affinity",
+    "avg_order_value_usd",
+    "_last_product",
+    "_last_step",
+    "_cart",
+)
+CROSS_PRODUCT_INPUTS = (
+    "category",
+    "_rates",
+    "mena_compliant",
+    "discount_pct",
+    "final_price_usd",
+    "_product_id",
+)
+
+
 def cross_block(
     v: Mapping[str, np.ndarray],
     p: Mapping[str, np.ndarray],

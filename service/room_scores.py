@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from features.served_model import BranchKeys
-from features.vector import GridSources
+from features.vector import CROSS_PRODUCT_INPUTS, CROSS_VIEWER_INPUTS, GridSources
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,11 @@ class RoomGrid:
     cross: np.ndarray
     #: (viewers x products, groups) float32: each row's margin in each group of trees.
     margins: np.ndarray
+    #: What the cross columns were made of (:data:`~features.vector.CROSS_VIEWER_INPUTS`
+    #: per viewer, in the grid's order; :data:`~features.vector.CROSS_PRODUCT_INPUTS`):
+    #: a viewer whose inputs hold the same bits has the same cross rows.
+    viewer_inputs: dict[str, np.ndarray] | None = None
+    product_inputs: dict[str, np.ndarray] | None = None
 
     @property
     def rows(self) -> int:
@@ -102,11 +108,15 @@ class RoomScores:
         sources: GridSources,
         margins: np.ndarray,
         cross: np.ndarray,
+        inputs: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
     ) -> None:
         """Keep ``X`` (the grid of ``viewers`` x the candidates, viewer-major, its columns
         from the sources ``sources`` says) and its ``margins`` (rows, groups) as ``key``'s
         last grid; ``cross`` is :func:`cross_of` ``X`` and ``margins`` are the caller's
-        own, built part by part (kept as they are: not copied again)."""
+        own, built part by part (kept as they are: not copied again). ``inputs``: the
+        viewer block (in the grid's order) and product block the cross columns were made
+        of, whose :data:`~features.vector.CROSS_VIEWER_INPUTS` and
+        :data:`~features.vector.CROSS_PRODUCT_INPUTS` are kept for :meth:`cross_same`."""
         n = len(margins)
         if not viewers or not n or n > self.capacity or n % len(viewers):
             with self._lock:  # an older grid of this key would only grow staler
@@ -120,6 +130,8 @@ class RoomScores:
             _frozen(X[:nc, sources.products]),
             _frozen(cross, copy=False),
             _frozen(np.asarray(margins, dtype=np.float32), copy=False),
+            None if inputs is None else _inputs(inputs[0], CROSS_VIEWER_INPUTS, len(viewers)),
+            None if inputs is None else _inputs(inputs[1], CROSS_PRODUCT_INPUTS, nc),
         )
         with self._lock:
             self._drop(key)
@@ -145,6 +157,39 @@ class RoomScores:
         self.groups_scored += pairs
 
     @staticmethod
+    def positions(grid: RoomGrid, viewers: Sequence[str]) -> np.ndarray:
+        """Each of ``viewers``' place in ``grid`` (-1: not in it)."""
+        at = grid.at
+        return np.fromiter((at.get(v, -1) for v in viewers), dtype=np.int64, count=len(viewers))
+
+    @staticmethod
+    def cross_same(
+        grid: RoomGrid, idx: np.ndarray, viewers: Mapping[str, Any], products: Mapping[str, Any]
+    ) -> np.ndarray:
+        """Per viewer (at ``idx`` in ``grid``, -1: new), whether its cross rows are the
+        kept ones bit for bit: the viewer block's (``viewers``, in the same order as
+        ``idx``) cross inputs and the products' hold the same bits as when kept."""
+        same = idx >= 0
+        if grid.viewer_inputs is None or grid.product_inputs is None or not same.any():
+            return np.zeros(len(idx), dtype=bool)
+        nc = len(grid.products)
+        now = _inputs(products, CROSS_PRODUCT_INPUTS, nc)
+        if now is None or not all(
+            _alike(now[k], grid.product_inputs[k]).all() for k in CROSS_PRODUCT_INPUTS
+        ):
+            return np.zeros(len(idx), dtype=bool)
+        mine = _inputs(viewers, CROSS_VIEWER_INPUTS, len(idx))
+        if mine is None:
+            return np.zeros(len(idx), dtype=bool)
+        known = np.flatnonzero(same)
+        was = idx[known]
+        ok = np.ones(len(known), dtype=bool)
+        for k in CROSS_VIEWER_INPUTS:
+            ok &= _alike(mine[k][known], grid.viewer_inputs[k][was])
+        same[known] = ok
+        return same
+
+    @staticmethod
     def products_moved(
         grid: RoomGrid, keys: BranchKeys, rows: np.ndarray, sources: GridSources
     ) -> np.ndarray:
@@ -157,27 +202,28 @@ class RoomScores:
     def moved(
         grid: RoomGrid,
         keys: BranchKeys,
-        viewers: Sequence[str],
+        idx: np.ndarray,
         part: np.ndarray,
         sources: GridSources,
         products_moved: np.ndarray,
         cross_now: np.ndarray,
+        cross_same: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """For ``part`` (the grid rows of ``viewers``, viewer-major over the same
-        candidates as ``grid``): which (row, group) pairs must be walked (rows x groups
-        booleans: the viewer is new to the grid, or a value of the viewer's, of the
-        product's (``products_moved``) or of the row's own crossed a split of the group's
-        trees), and the kept margins of the others (NaN for those to walk). ``cross_now``
-        is :func:`cross_of` ``part``."""
+        """For ``part`` (the grid rows of the viewers at ``idx`` in ``grid`` (-1: new;
+        :meth:`positions`), viewer-major over the same candidates): which (row, group)
+        pairs must be walked (rows x groups booleans: the viewer is new to the grid, or a
+        value of the viewer's, of the product's (``products_moved``) or of the row's own
+        crossed a split of the group's trees), and the kept margins of the others (NaN
+        for those to walk). ``cross_now`` is :func:`cross_of` ``part``; the cross rows of
+        the viewers ``cross_same`` (:meth:`cross_same`) says are the kept ones are not
+        compared."""
         nc, groups = grid.products.shape[0], keys.groups
-        n = len(viewers)
+        n = len(idx)
         if part.shape[0] != n * nc or products_moved.shape != (nc, groups):
             raise ValueError(
                 f"part has {part.shape[0]} rows and {products_moved.shape} products moved "
                 f"for {n} viewers x {nc} products x {groups} groups"
             )
-        at = grid.at
-        idx = np.fromiter((at.get(v, -1) for v in viewers), dtype=np.int64, count=n)
         known = np.flatnonzero(idx >= 0)
         need_at = np.ones((n, nc, groups), dtype=bool)
         kept_at = np.full((n, nc, groups), np.nan, dtype=np.float32)
@@ -186,15 +232,22 @@ class RoomScores:
             rows = part.reshape(n, nc, part.shape[1])
             everyone = len(known) == n
             lead = rows[:, 0, : sources.lead]
-            cross = cross_now.reshape(n, nc, -1)
-            moved = keys.moved(lead if everyone else lead[known], grid.viewers[was], 0)[
-                :, None, :
-            ] | keys.moved(
-                cross if everyone else cross[known],
-                grid.cross.reshape(-1, nc, len(sources.cross))[was],
-                sources.cross,
+            moved = (
+                keys.moved(lead if everyone else lead[known], grid.viewers[was], 0)[:, None, :]
+                | products_moved
             )
-            need_at[known] = moved | products_moved
+            # Only the cross rows that may differ from the kept ones are compared.
+            look = (
+                np.arange(len(known)) if cross_same is None else np.flatnonzero(~cross_same[known])
+            )
+            if len(look):
+                cross = cross_now.reshape(n, nc, -1)
+                moved[look] |= keys.moved(
+                    cross[known[look]],
+                    grid.cross.reshape(-1, nc, len(sources.cross))[was[look]],
+                    sources.cross,
+                )
+            need_at[known] = moved
             kept_at[known] = grid.margins.reshape(-1, nc, groups)[was]
         need = need_at.reshape(n * nc, groups)
         kept = kept_at.reshape(n * nc, groups)
@@ -205,6 +258,30 @@ class RoomScores:
 def cross_of(X: np.ndarray, sources: GridSources) -> np.ndarray:
     """(rows, cross columns): the cross columns of grid rows ``X``, contiguous."""
     return X[:, sources.cross]
+
+
+def _inputs(block: Mapping[str, Any], names: Sequence[str], n: int) -> dict[str, np.ndarray] | None:
+    """Read-only copies of ``block``'s ``names`` (arrays of ``n`` rows); ``None`` if any
+    is not such an array (nothing can then be said the same)."""
+    out = {}
+    for k in names:
+        a = block.get(k)
+        if not isinstance(a, np.ndarray) or a.ndim < 1 or len(a) != n:
+            return None
+        out[k] = _frozen(a)
+    return out
+
+
+def _alike(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row (first axis), whether ``a`` and ``b`` hold the same values: the same bits
+    for numbers (-0.0 is not 0.0, NaN is NaN), equal objects otherwise."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return np.zeros(len(a), dtype=bool)
+    if a.dtype.kind in "fiub":
+        eq = a.view(np.dtype(f"u{a.dtype.itemsize}")) == b.view(np.dtype(f"u{b.dtype.itemsize}"))
+    else:
+        eq = np.asarray(a == b, dtype=bool)
+    return eq.reshape(len(a), -1).all(axis=1) if eq.ndim > 1 else eq
 
 
 def _frozen(a: np.ndarray, copy: bool = True) -> np.ndarray:

@@ -70,7 +70,7 @@ from service.features_online import VIEWER_VIEWS, OnlineFeatures, Request, Rows,
 from service.ingest.rooms import RoomMemory, RoomSnapshot, ViewerRows
 from service.models import LoadedModel, ModelRegistry
 from service.reasons import explain_room, explain_rows
-from service.room_scores import RoomScores, cross_of
+from service.room_scores import RoomGrid, RoomScores, cross_of
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
 
 #: Most viewers whose contributions explain a candidate of RecommendNextProduct.
@@ -344,6 +344,32 @@ def _alike_order(block: Cols, keys: Sequence[str], n: int) -> np.ndarray | None:
     if n < 2 or not keys:
         return None
     return np.lexsort([block[k] for k in reversed(keys)])
+
+
+def _part_cross(
+    last: RoomGrid,
+    at: np.ndarray,
+    same: np.ndarray,
+    block: Cols,
+    products: Cols,
+    names: Sequence[str],
+) -> np.ndarray:
+    """(rows, cross columns) float32 of a part of a room's grid (the viewers at ``at`` in
+    ``last``, viewer-major over its candidates): the kept rows of the viewers ``same``
+    says, :func:`features.vector.cross_block` of the others (``block``: the part's
+    viewers' block), in ``names`` order (the grid's cross columns)."""
+    n, nc, m = len(at), len(last.products), len(names)
+    out = np.empty((n * nc, m), dtype=np.float32)
+    grid = out.reshape(n, nc, m)
+    keep = np.flatnonzero(same)
+    if len(keep):
+        grid[keep] = last.cross.reshape(-1, nc, m)[at[keep]]
+    todo = np.flatnonzero(~same)
+    if len(todo):
+        made = cross_block(_viewer_rows(block, todo, n), products, EXPOSURE_STAGE, grid=True)
+        for k, name in enumerate(names):
+            grid[todo, :, k] = made[name].reshape(len(todo), nc)
+    return out
 
 
 def _viewer_rows(block: Cols, rows: slice | np.ndarray, n: int) -> Cols:
@@ -744,6 +770,10 @@ class Scorer:
         room_key = (q.room_id, q.candidates)
         last = None if groups is None else self.room_scores.get(room_key, model)
         sources = grid_sources(NEXT_PRODUCT)
+        cross_names = [NEXT_PRODUCT.columns[j] for j in sources.cross]
+        if last is not None:
+            at = self.room_scores.positions(last, in_grid)
+            same = self.room_scores.cross_same(last, at, viewer_block, pblock)
         products_moved = None
         cross: list[np.ndarray] = []  # the parts' cross columns, kept with the grid
         # Built and scored in parts of viewers: the bulk threads score a part while this
@@ -760,19 +790,32 @@ class Scorer:
                     raise DeadlineExceeded("deadline passed while the room's grid was built")
                 part = X[a * nc : b * nc]
                 block = _viewer_rows(viewer_block, slice(a, b), nv)
-                assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, out=part)
-                if groups is None:
-                    whole.append((model.submit(part), part))
-                    continue
-                cross.append(cross_of(part, sources))
-                need = kept = None
-                if last is not None:
+                if last is None or groups is None:
+                    assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, out=part)
+                    if groups is None:
+                        whole.append((model.submit(part), part))
+                        continue
+                    cross.append(cross_of(part, sources))
+                    need = kept = None
+                else:
+                    # The cross rows of viewers whose inputs hold the same bits are the kept
+                    # ones: taken as they are, neither made nor compared again.
+                    cross.append(_part_cross(last, at[a:b], same[a:b], block, pblock, cross_names))
+                    cols = dict(zip(cross_names, cross[-1].T, strict=True))
+                    assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, cols, out=part)
                     if products_moved is None:
                         products_moved = self.room_scores.products_moved(
                             last, groups.keys, part[:nc], sources
                         )
                     need, kept = self.room_scores.moved(
-                        last, groups.keys, in_grid[a:b], part, sources, products_moved, cross[-1]
+                        last,
+                        groups.keys,
+                        at[a:b],
+                        part,
+                        sources,
+                        products_moved,
+                        cross[-1],
+                        same[a:b],
                     )
                 if kept is None:
                     kept = np.empty((len(part), groups.groups), dtype=np.float32)
@@ -795,7 +838,14 @@ class Scorer:
             raise
         if groups is not None:
             self.room_scores.put(
-                room_key, model, in_grid, X, sources, margins, np.concatenate(cross)
+                room_key,
+                model,
+                in_grid,
+                X,
+                sources,
+                margins,
+                np.concatenate(cross),
+                (viewer_block, pblock),
             )
             self.room_scores.counted(
                 np.concatenate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -15,7 +16,10 @@ from features.markets import MARKETS
 from features.tables import PRODUCT_STATS
 from features.vector import (
     CONVERSION,
+    CROSS_PRODUCT_INPUTS,
+    CROSS_VIEWER_INPUTS,
     EXPOSURE_OVERLAY,
+    EXPOSURE_STAGE,
     NEXT_PRODUCT,
     VIEWER_NOW_COLUMNS,
     assemble,
@@ -218,6 +222,38 @@ def test_cross_features_read_no_time_no_room_and_no_live_product_row(tiny_world:
         NEXT_PRODUCT, viewer_block(cols, now), product_block(product, now), EXPOSURE_OVERLAY
     )
     assert not np.array_equal(at_first, alone, equal_nan=True)
+
+
+def test_cross_features_read_only_their_declared_inputs(tiny_world: Path) -> None:
+    """A room's kept grid reuses a viewer's cross rows while CROSS_VIEWER_INPUTS and the
+    products' CROSS_PRODUCT_INPUTS hold the same bits: cross_block reads nothing else,
+    and each viewer's rows depend on that viewer's inputs alone."""
+    vcols, pcols, now = _room_frames(tiny_world)
+    cols = {c: vcols[c].to_numpy() for c in vcols.columns}
+    product = {c: pcols[c].to_numpy() for c in pcols.columns}
+    v, p = viewer_block(cols, now), product_block(product, now)
+    read: set[str] = set()
+
+    class Recording(dict[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            read.add(key)
+            return super().__getitem__(key)
+
+    whole = cross_block(Recording(v), Recording(p), EXPOSURE_STAGE, True)
+    assert read == {*CROSS_VIEWER_INPUTS, *CROSS_PRODUCT_INPUTS}
+    only = cross_block(
+        {k: v[k] for k in CROSS_VIEWER_INPUTS},
+        {k: p[k] for k in CROSS_PRODUCT_INPUTS},
+        EXPOSURE_STAGE,
+        True,
+    )
+    n_v, n_p = len(v["region"]), len(p["category"])
+    assert n_v >= 3
+    for name in whole:
+        np.testing.assert_array_equal(only[name], whole[name], err_msg=name)
+        # A viewer's rows alone are the same as in the whole grid.
+        one = cross_block({k: v[k][1:2] for k in CROSS_VIEWER_INPUTS}, p, EXPOSURE_STAGE, True)
+        np.testing.assert_array_equal(one[name], whole[name][n_p : 2 * n_p], err_msg=name)
 
 
 def test_packed_batch_parts_stack_into_viewer_static_for_any_viewers(tiny_world: Path) -> None:

@@ -191,6 +191,29 @@ def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
         before[2] + n * some,
         before[3] + rows * groups.groups - n * some,
     )
+
+    # One viewer's cart takes a candidate: its cross rows alone are made again (the others'
+    # are taken as kept, their inputs the same bits), and walked where they moved.
+    def carted(self: Scorer, viewers: Any, *args: Any, **kwargs: Any) -> Any:
+        block = dict(viewer_block(self, viewers, *args, **kwargs))
+        block["_cart"] = block["_cart"].copy()
+        block["_cart"][viewers.index(world.present[1])] = query.candidates[0]
+        return block
+
+    made: list[int] = []
+    cross_block = scoring.cross_block
+
+    def counted_cross(v: Any, *args: Any, **kwargs: Any) -> Any:
+        made.append(len(v["region"]))
+        return cross_block(v, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "cross_block", counted_cross)
+    monkeypatch.setattr(Scorer, "_viewers_block", carted)
+    kept, fresh = ask(0)
+    assert kept == fresh
+    assert made == [1]  # one viewer's cross rows made (the scorer keeping nothing makes
+    # its grid's whole, inside assemble_grid)
+    monkeypatch.setattr(scoring, "cross_block", cross_block)
     # Later, the time features moved (pairs across a split are walked, the rest kept).
     for minutes in (2, 9, 47, 180):
         kept, fresh = ask(minutes)

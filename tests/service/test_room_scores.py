@@ -3,6 +3,8 @@ trees, that moved."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -62,7 +64,8 @@ def _moved(rooms: RoomScores, viewers: list[str], part: np.ndarray) -> tuple[np.
     grid = rooms.get("room", MODEL)
     assert grid is not None
     products = rooms.products_moved(grid, KEYS, part[:2], SOURCES)
-    return rooms.moved(grid, KEYS, viewers, part, SOURCES, products, cross_of(part, SOURCES))
+    at = rooms.positions(grid, viewers)
+    return rooms.moved(grid, KEYS, at, part, SOURCES, products, cross_of(part, SOURCES))
 
 
 def test_rows_that_did_not_move_take_their_kept_margins() -> None:
@@ -141,7 +144,13 @@ def test_viewers_are_matched_by_id_and_new_ones_are_scored() -> None:
         ValueError, match=r"5 rows and \(2,\) products moved for 3 viewers x 2 products x 2"
     ):
         rooms.moved(
-            grid, KEYS, ["c", "new", "a"], part[:5], SOURCES, np.zeros(2, bool), part[:5, 3:]
+            grid,
+            KEYS,
+            rooms.positions(grid, ["c", "new", "a"]),
+            part[:5],
+            SOURCES,
+            np.zeros(2, bool),
+            part[:5, 3:],
         )
 
 
@@ -199,3 +208,75 @@ def test_counts_are_the_rows_and_the_row_groups_walked() -> None:
     rooms.counted(np.zeros((0, 2), dtype=bool))
     assert (rooms.looked_up, rooms.scored) == (1, 6)
     assert (rooms.groups_looked_up, rooms.groups_scored) == (3, 11)
+
+
+def test_cross_rows_said_the_same_are_not_compared() -> None:
+    rooms, X = _kept()
+    grid = rooms.get("room", MODEL)
+    assert grid is not None
+    moved = X.copy()
+    moved[5, 3] = 1.5  # c's second row's own value across group 1's 2.0
+    products = rooms.products_moved(grid, KEYS, moved[:2], SOURCES)
+    at = rooms.positions(grid, ["a", "b", "c"])
+    cross = cross_of(moved, SOURCES)
+    need, _ = rooms.moved(grid, KEYS, at, moved, SOURCES, products, cross)
+    assert need[5].tolist() == [False, True]
+    # Said the same (its inputs held the same bits): c's cross rows are not compared.
+    same = np.array([True, True, True])
+    need, _ = rooms.moved(grid, KEYS, at, moved, SOURCES, products, cross, same)
+    assert not need.any()
+    need, _ = rooms.moved(grid, KEYS, at, moved, SOURCES, products, cross, ~same)
+    assert need[5].tolist() == [False, True]
+
+
+def test_a_viewers_cross_rows_are_the_same_while_its_inputs_hold_the_same_bits() -> None:
+    rooms = RoomScores(100)
+    X = _grid([(1.0, 1.0), (5.0, 7.0), (20.0, 1.0)], [[0.5, 1.5], [1.5, 3.0], [0.0, 2.5]])
+    viewers = {
+        "region": np.array([0.0, 1.0, np.nan]),
+        "_affinity": np.arange(6.0).reshape(3, 2),
+        "avg_order_value_usd": np.array([10.0, 0.0, 30.0]),
+        "_last_product": np.array(["p1", "", "p2"], dtype=object),
+        "_last_step": np.array([1.0, 0.0, 2.0]),
+        "_cart": np.array(["", "p1|p2", ""], dtype=object),
+    }
+    products = {
+        "category": np.array([0.0, 1.0]),
+        "_rates": np.ones((2, 3)),
+        "mena_compliant": np.array([1.0, 0.0]),
+        "discount_pct": np.array([0.0, 0.1]),
+        "final_price_usd": np.array([5.0, 6.0]),
+        "_product_id": np.array(["p1", "p2"], dtype=object),
+    }
+    rooms.put(
+        "room", MODEL, ["a", "b", "c"], X, SOURCES, MARGINS.copy(), X[:, 3:], (viewers, products)
+    )
+    grid = rooms.get("room", MODEL)
+    assert grid is not None
+    # In another order, with a newcomer: the same bits are the same (NaN too).
+    at = rooms.positions(grid, ["c", "new", "a", "b"])
+    assert at.tolist() == [2, -1, 0, 1]
+    order = [2, 0, 0, 1]
+
+    def block(**changed: Any) -> dict[str, np.ndarray]:
+        out = {k: v[order].copy() for k, v in viewers.items()}
+        for k, (i, value) in changed.items():
+            out[k][i] = value
+        return out
+
+    assert rooms.cross_same(grid, at, block(), products).tolist() == [True, False, True, True]
+    # A viewer's input changed (-0.0 is not 0.0 here), or a row of its affinities.
+    got = rooms.cross_same(grid, at, block(avg_order_value_usd=(3, -0.0)), products)
+    assert got.tolist() == [True, False, True, False]
+    got = rooms.cross_same(grid, at, block(_affinity=(0, [4.0, 9.0])), products)
+    assert got.tolist() == [False, False, True, True]
+    got = rooms.cross_same(grid, at, block(_cart=(2, "p2")), products)
+    assert got.tolist() == [True, False, False, True]
+    # A product's input changed: no viewer's rows are the same.
+    changed = {**products, "final_price_usd": np.array([5.0, 6.5])}
+    assert not rooms.cross_same(grid, at, block(), changed).any()
+    # Inputs missing or not arrays of the viewers: nothing is said the same.
+    assert not rooms.cross_same(grid, at, {**block(), "region": 1.0}, products).any()
+    rooms.put("bare", MODEL, ["a", "b", "c"], X, SOURCES, MARGINS.copy(), X[:, 3:])
+    bare = rooms.get("bare", MODEL)
+    assert bare is not None and not rooms.cross_same(bare, at, block(), products).any()
