@@ -673,12 +673,17 @@ class TreeGroups:
         """Walk rows of ``X`` through the groups ``need`` (rows x groups booleans; ``None``:
         every row through every group) says, writing their margins into ``out`` (rows x
         groups float32, the rest left as they are); returns ``out``."""
-        for g in range(self.groups):
-            col = None if need is None else need[:, g]
-            if col is None or col.all():
+        if need is None:
+            for g in range(self.groups):
                 out[:, g] = self.margins(X, g)
-            elif col.any():
-                rows = np.flatnonzero(col)
+            return out
+        by_group = np.ascontiguousarray(need.T)  # one group's rows contiguous
+        counts = by_group.sum(axis=1)
+        for g in np.flatnonzero(counts).tolist():
+            if counts[g] == len(X):
+                out[:, g] = self.margins(X, g)
+            else:
+                rows = np.flatnonzero(by_group[g])
                 out[rows, g] = self.margins(X[rows], g)
         return out
 

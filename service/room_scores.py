@@ -146,15 +146,17 @@ class RoomScores:
         if old is not None:
             self._rows -= old.rows
 
-    def counted(self, walked: np.ndarray) -> None:
-        """Count a call's (rows, groups) ``walked``: which groups of trees each row went
-        through (the others were kept)."""
-        rows = int(walked.any(axis=1).sum()) if walked.size else 0
-        pairs = int(walked.sum())
-        self.looked_up += len(walked) - rows
-        self.scored += rows
-        self.groups_looked_up += walked.size - pairs
-        self.groups_scored += pairs
+    def counted(self, parts: Sequence[tuple[int, np.ndarray | None]], groups: int) -> None:
+        """Count a call's parts: ``(rows, walked)``, ``walked`` the (rows, groups) booleans
+        of which groups of trees each row went through (``None``: all of them); the
+        others were kept."""
+        for n, walked in parts:
+            rows = n if walked is None else int(np.count_nonzero(walked.any(axis=1)))
+            pairs = n * groups if walked is None else int(np.count_nonzero(walked))
+            self.looked_up += n - rows
+            self.scored += rows
+            self.groups_looked_up += n * groups - pairs
+            self.groups_scored += pairs
 
     @staticmethod
     def positions(grid: RoomGrid, viewers: Sequence[str]) -> np.ndarray:

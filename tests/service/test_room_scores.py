@@ -203,9 +203,8 @@ def test_a_models_grids_are_forgotten_when_a_version_is_swapped_in() -> None:
 
 def test_counts_are_the_rows_and_the_row_groups_walked() -> None:
     rooms = RoomScores(10)
-    rooms.counted(np.array([[False, False], [True, False], [True, True]]))
-    rooms.counted(np.ones((4, 2), dtype=bool))
-    rooms.counted(np.zeros((0, 2), dtype=bool))
+    rooms.counted([(3, np.array([[False, False], [True, False], [True, True]]))], 2)
+    rooms.counted([(4, None), (0, np.zeros((0, 2), dtype=bool))], 2)
     assert (rooms.looked_up, rooms.scored) == (1, 6)
     assert (rooms.groups_looked_up, rooms.groups_scored) == (3, 11)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from features.tables import BY_NAME
-from features.vector import CONVERSION, NEXT_PRODUCT, viewer_static
+from features.vector import CONVERSION, NEXT_PRODUCT, viewer_live, viewer_static
 from service import reasons as reasons_module
 from service import scoring
 from service.domain import (
@@ -482,6 +482,66 @@ def test_many_viewers_batch_parts_are_kept_and_stacked_as_viewer_static(
     cold.features.clock = lambda: now
     assert warm == cold.score_conversion(query, Deadline.after(5))
     assert sum(s.flags.cold_start for s in warm.scores) >= 1
+
+
+def test_a_rooms_viewers_live_part_is_kept_for_those_whose_rows_are_the_same(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RecommendNextProduct keeps its room's viewers' live part: asked again, only the
+    viewers whose rows are not the same objects (or who joined) are converted, and the
+    columns are those of all of them converted at once, whoever joined or left."""
+    now = time.time()
+    viewers = list(world.present[:8])
+    assert len(viewers) >= 5
+    scorer, rows = _scorer_and_rows(world, tmp_path, viewers, now)
+    demo, prof = rows["viewer_demographics"], rows["viewer_profile"]
+    live = list(rows["viewer_live"])
+    assert all(r is not None for r in live)
+    kept = scorer._viewer_static
+    converted: list[int] = []
+    convert = scoring.view_columns
+
+    def counted(view: str, rows_: Sequence[Row | None]) -> Any:
+        if view == "viewer_live":
+            converted.append(len(rows_))
+        return convert(view, rows_)
+
+    monkeypatch.setattr(scoring, "view_columns", counted)
+
+    def want(order: list[int], live_: list[Row | None]) -> dict[str, np.ndarray]:
+        cols = convert("viewer_demographics", [demo[i] for i in order])
+        cols.update(convert("viewer_profile", [prof[i] for i in order]))
+        return viewer_live(viewer_static(cols), convert("viewer_live", [live_[i] for i in order]))
+
+    def ask(order: list[int], live_: list[Row | None]) -> None:
+        got = kept.many_live(
+            "room",
+            [viewers[i] for i in order],
+            [demo[i] for i in order],
+            [prof[i] for i in order],
+            [live_[i] for i in order],
+        )
+        expect = want(order, live_)
+        assert list(got) == list(expect)
+        for name, column in expect.items():
+            np.testing.assert_array_equal(got[name], column, err_msg=name)
+            assert not got[name].flags.writeable
+
+    everyone = list(range(len(viewers)))
+    ask(everyone, live)
+    assert converted == [len(viewers)]
+    ask(everyone, live)  # the same rows: nothing converted
+    assert converted == [len(viewers)]
+    # One viewer acted (a new live row); another left, in another order; one joins.
+    acted = list(live)
+    acted[2] = dict(acted[2] or {}, clicks=float((acted[2] or {}).get("clicks") or 0.0) + 3.0)
+    ask([5, 2, 0, 1, 3], acted)
+    assert converted[1:] == [1]
+    ask([5, 2, 0, 1, 3, 4], acted)
+    assert converted[2:] == [1]
+    # A key of its own starts from nothing.
+    got = kept.many_live("other", viewers[:2], demo[:2], prof[:2], live[:2])
+    assert converted[3:] == [2] and len(got["region"]) == 2
 
 
 def test_scoring_calls_leave_no_reference_cycles(world: World, tmp_path: Path) -> None:
