@@ -227,30 +227,36 @@ class RoomScores:
                 f"for {n} viewers x {nc} products x {groups} groups"
             )
         known = np.flatnonzero(idx >= 0)
-        need_at = np.ones((n, nc, groups), dtype=bool)
-        kept_at = np.full((n, nc, groups), np.nan, dtype=np.float32)
-        if len(known):
-            was = idx[known]
-            rows = part.reshape(n, nc, part.shape[1])
-            everyone = len(known) == n
-            lead = rows[:, 0, : sources.lead]
-            moved = (
-                keys.moved(lead if everyone else lead[known], grid.viewers[was], 0)[:, None, :]
-                | products_moved
+        if not len(known):
+            return (
+                np.ones((n * nc, groups), dtype=bool),
+                np.full((n * nc, groups), np.nan, dtype=np.float32),
             )
-            # Only the cross rows that may differ from the kept ones are compared.
-            look = (
-                np.arange(len(known)) if cross_same is None else np.flatnonzero(~cross_same[known])
+        was = idx[known]
+        rows = part.reshape(n, nc, part.shape[1])
+        everyone = len(known) == n
+        lead = rows[:, 0, : sources.lead]
+        moved = (
+            keys.moved(lead if everyone else lead[known], grid.viewers[was], 0)[:, None, :]
+            | products_moved
+        )
+        # Only the cross rows that may differ from the kept ones are compared.
+        look = np.arange(len(known)) if cross_same is None else np.flatnonzero(~cross_same[known])
+        if len(look):
+            cross = cross_now.reshape(n, nc, -1)
+            moved[look] |= keys.moved(
+                cross[known[look]],
+                grid.cross.reshape(-1, nc, len(sources.cross))[was[look]],
+                sources.cross,
             )
-            if len(look):
-                cross = cross_now.reshape(n, nc, -1)
-                moved[look] |= keys.moved(
-                    cross[known[look]],
-                    grid.cross.reshape(-1, nc, len(sources.cross))[was[look]],
-                    sources.cross,
-                )
+        margins = grid.margins.reshape(-1, nc, groups)
+        if everyone:  # the usual case: no viewer new to the grid
+            need_at, kept_at = moved, margins[was]
+        else:
+            need_at = np.ones((n, nc, groups), dtype=bool)
+            kept_at = np.full((n, nc, groups), np.nan, dtype=np.float32)
             need_at[known] = moved
-            kept_at[known] = grid.margins.reshape(-1, nc, groups)[was]
+            kept_at[known] = margins[was]
         need = need_at.reshape(n * nc, groups)
         kept = kept_at.reshape(n * nc, groups)
         kept[need] = np.nan

@@ -637,7 +637,8 @@ class Scorer:
         rows = self._viewer_rows(viewers, q.room_id, deadline, live)
         if rows is None or model is None:
             return self._conversion_fallback(q, model, missing=rows is None)
-        X = assemble_viewers(CONVERSION, self._viewers_block(viewers, rows, now))
+        block = self._viewers_block(viewers, rows, now, live_key=("score", q.room_id))
+        X = assemble_viewers(CONVERSION, block)
         # A room's viewers asked again mostly cross no split: their rows are looked up.
         p, keys = model.predict_kept(X)
         p = p.clip(0.0, 1.0)
@@ -894,8 +895,7 @@ class Scorer:
                     # The cross rows of viewers whose inputs hold the same bits are the kept
                     # ones: taken as they are, neither made nor compared again.
                     cross.append(_part_cross(last, at[a:b], same[a:b], block, pblock, cross_names))
-                    cols = dict(zip(cross_names, cross[-1].T, strict=True))
-                    assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, cols, out=part)
+                    assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, cross[-1], out=part)
                     if products_moved is None:
                         products_moved = self.room_scores.products_moved(
                             last, groups.keys, part[:nc], sources
