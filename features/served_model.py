@@ -1,4 +1,5 @@
-"""A trained model as serving runs it: one ONNX session, calibrated probabilities.
+"""A trained model as serving runs it: one ONNX session, calibrated probabilities (and,
+for a room's grid, the same trees in groups: :class:`TreeGroups`).
 
 Training writes, and serving loads, a *served artifact directory*:
 
@@ -47,7 +48,8 @@ PARITY_TOLERANCE = 1e-5
 #: Batches at least this large are split in BULK_THREADS parts run at once through the
 #: one-thread session (measured ~20% faster than ONNX Runtime's own two intra-op threads on
 #: a 60,000-row grid, and the same bits: each row is scored alone). A room's grid is not
-#: one batch: RecommendNextProduct submits it part by part (:meth:`ServedModel.submit`).
+#: one batch: RecommendNextProduct submits it part by part (:meth:`TreeGroups.submit`, or
+#: :meth:`ServedModel.submit` for a model not grouped).
 BULK_ROWS = 8192
 BULK_THREADS = min(2, os.cpu_count() or 1)
 #: Rows from which a leaf prediction (a room's reasons: ~2,000 rows) is split the same way.
@@ -425,11 +427,16 @@ class BranchKeys:
     """
 
     def __init__(
-        self, thresholds: list[np.ndarray], owners: list[np.ndarray] | None = None
+        self,
+        thresholds: list[np.ndarray],
+        owners: list[np.ndarray] | None = None,
+        groups: int | None = None,
     ) -> None:
         """``thresholds[j]``: what feature ``j`` is compared with (repeats allowed);
         ``owners[j]`` (optional, alike): the group of trees (:class:`TreeGroups`) whose
-        split each of them is, for :meth:`moved` per group (one group without it)."""
+        split each of them is, for :meth:`moved` per group, of ``groups`` groups (by
+        default one past the highest owner; a group whose trees do not split counts too);
+        one group without owners."""
         #: Per feature, its sorted thresholds as ordered integers, offset by the feature
         #: (``j << 34``): one sorted array and one ``searchsorted`` for a whole matrix.
         self.n_features = len(thresholds)
@@ -439,7 +446,10 @@ class BranchKeys:
             raise ValueError(f"{len(owners)} owner lists for {self.n_features} features")
         owners = [np.asarray(o, dtype=np.int64) for o in owners]
         #: How many groups of trees :meth:`moved` answers for.
-        self.groups = max((int(o.max()) + 1 for o in owners if len(o)), default=1)
+        highest = max((int(o.max()) + 1 for o in owners if len(o)), default=1)
+        self.groups = highest if groups is None else groups
+        if self.groups < highest or any(len(o) and int(o.min()) < 0 for o in owners):
+            raise ValueError(f"owners outside groups 0..{self.groups - 1}")
         self._offset = np.arange(self.n_features, dtype=np.int64) << 34
         codes = []
         owned = []  # per code, the groups whose thresholds it stands for
@@ -661,7 +671,9 @@ class TreeGroups:
             self._sessions.append(_session(graph.SerializeToString(), 1))
         #: Which groups each value's move crosses a split of (:meth:`BranchKeys.moved`).
         self.keys = BranchKeys(
-            [np.concatenate(t) for t in thresholds], [np.concatenate(o) for o in owners]
+            [np.concatenate(t) for t in thresholds],
+            [np.concatenate(o) for o in owners],
+            self.groups,
         )
 
     def margins(self, X: np.ndarray, group: int) -> np.ndarray:

@@ -74,11 +74,17 @@ class Metrics:
             child = self._children[metric, labels] = metric.labels(*labels)
         return child
 
-    def watch_rows(self, counts: Callable[[], Iterable[tuple[str, str, str, int]]]) -> None:
+    def watch_rows(
+        self,
+        counts: Callable[[], Iterable[tuple[str, str, str, int]]],
+        pairs: Callable[[], Iterable[tuple[str, str, int]]] | None = None,
+    ) -> None:
         """Export ``counts()`` (``(model, kept_by, how, rows)``: rows whose score was
-        looked up or scored) as ``liverec_model_rows_total``, read at each scrape: the
-        scoring path keeps plain counts and pays nothing per call for the metric."""
-        self.registry.register(_RowsCollector(counts))
+        looked up or scored) as ``liverec_model_rows_total`` and ``pairs()`` (``(model,
+        how, pairs)``: a room grid's (row, group of trees) pairs) as
+        ``liverec_model_row_groups_total``, read at each scrape: the scoring path keeps
+        plain counts and pays nothing per call for the metrics."""
+        self.registry.register(_RowsCollector(counts, pairs))
 
     def answered(self, method: str, code: str, seconds: float | None = None) -> None:
         """Count one answered call of ``method`` with status ``code``; time it if given."""
@@ -121,19 +127,35 @@ class Metrics:
 
 
 class _RowsCollector(Collector):
-    def __init__(self, counts: Callable[[], Iterable[tuple[str, str, str, int]]]) -> None:
+    def __init__(
+        self,
+        counts: Callable[[], Iterable[tuple[str, str, str, int]]],
+        pairs: Callable[[], Iterable[tuple[str, str, int]]] | None,
+    ) -> None:
         self._counts = counts
+        self._pairs = pairs
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
             "liverec_model_rows",
             "Rows a model was asked to score, by how their score was found: looked_up "
             "(kept from an earlier call, exact) or scored (run through the model); kept_by "
-            "rows (branch keys: RankProducts, ScoreConversion), room (a room's last grid: "
-            "RecommendNextProduct; a row is scored if any group of trees walks it) or "
-            "room_groups (the same grids' (row, group of trees) pairs).",
+            "rows (branch keys: RankProducts, ScoreConversion) or room (a room's last grid: "
+            "RecommendNextProduct; a row is scored if any group of trees walks it).",
             labels=["model", "kept_by", "how"],
         )
         for model, kept_by, how, rows in self._counts():
             family.add_metric([model, kept_by, how], rows)
         yield family
+        if self._pairs is None:
+            return
+        pairs = CounterMetricFamily(
+            "liverec_model_row_groups",
+            "(Row, group of trees) pairs of the rooms' grids (RecommendNextProduct), by how "
+            "their margin was found: looked_up (kept from the room's last grid, exact) or "
+            "scored (walked through the group's trees).",
+            labels=["model", "how"],
+        )
+        for model, how, n in self._pairs():
+            pairs.add_metric([model, how], n)
+        yield pairs

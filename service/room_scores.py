@@ -11,8 +11,10 @@ before reaches the same leaves of that group, so the group gives it the same mar
 for bit: only the (row, group) pairs where a value crossed one of the group's splits
 are walked again (:meth:`~features.served_model.BranchKeys.moved`). Only the values
 whose bits changed are searched: per viewer for the viewer's columns (equal in all of a
-viewer's rows), per product for the product's, and per row for the cross columns. The
-answer is the one the whole grid scored again would give.
+viewer's rows), per product for the product's, and per row for the cross columns of the
+viewers whose cross inputs changed (:meth:`RoomScores.cross_same`: the others' cross rows
+are the kept ones, taken as they are). The answer is the one the whole grid walked again
+through the same groups would give, bit for bit.
 
 Why groups: a room column stands in every row, so when it crosses a split the whole grid
 moves. On the bench (the room's viewers sending 2,000 events/s) the room's likes per

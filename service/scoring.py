@@ -79,7 +79,8 @@ REASON_SAMPLE = 200
 #: How many of the viewer columns the trees split on most order a room's grid.
 GRID_ORDER_BY = 10
 #: Rows of a room's grid built and submitted to the model at a time: small enough that
-#: the trees start early, large enough that a part's fixed cost (~50 us) does not count.
+#: the trees start early, large enough that a part's fixed cost (one job on a bulk thread,
+#: one session run per group of trees it walks) does not count.
 GRID_PART_ROWS = 7_500
 
 Cols = dict[str, Any]
@@ -269,7 +270,11 @@ class ViewerStatic:
     convert only the viewers not kept.
 
     A call about one viewer also finds the viewer's live part (:meth:`with_live`), kept
-    while the viewer's live row is the same object too (an LRU of ``one_size``).
+    while the viewer's live row is the same object too (an LRU of ``one_size``). A call
+    about a room's viewers (RecommendNextProduct, ScoreConversion) finds the live part of
+    the viewers whose three rows are the same objects as in its key's last call
+    (:meth:`many_live`: the last part of each of ``rooms`` keys, ~0.5 KB a viewer, holding
+    the rows it was made of until replaced).
     """
 
     def __init__(self, size: int = 100_000, one_size: int = 4096, rooms: int = 16) -> None:
@@ -517,8 +522,8 @@ class Scorer:
     def rows_counted(self) -> list[tuple[str, str, str, int]]:
         """``(model, kept_by, how, rows)``: the rows each model's scores were looked up for
         or scored, kept by branch key (RankProducts, ScoreConversion) or by room
-        (RecommendNextProduct: ``room`` counts rows walked through any group of trees,
-        ``room_groups`` (row, group) pairs), since start (:meth:`Metrics.watch_rows`)."""
+        (RecommendNextProduct: rows walked through any group of trees), since start
+        (:meth:`Metrics.watch_rows`)."""
         out = []
         for name in (CONVERSION_MODEL, NEXT_PRODUCT_MODEL):
             model = self.models.get(name)
@@ -529,9 +534,16 @@ class Scorer:
         rooms = self.room_scores
         out += [(NEXT_PRODUCT_MODEL, "room", "looked_up", rooms.looked_up)]
         out += [(NEXT_PRODUCT_MODEL, "room", "scored", rooms.scored)]
-        out += [(NEXT_PRODUCT_MODEL, "room_groups", "looked_up", rooms.groups_looked_up)]
-        out += [(NEXT_PRODUCT_MODEL, "room_groups", "scored", rooms.groups_scored)]
         return out
+
+    def row_groups_counted(self) -> list[tuple[str, str, int]]:
+        """``(model, how, pairs)``: the rooms' grids' (row, group of trees) pairs whose
+        margin was looked up or walked, since start (:meth:`Metrics.watch_rows`)."""
+        rooms = self.room_scores
+        return [
+            (NEXT_PRODUCT_MODEL, "looked_up", rooms.groups_looked_up),
+            (NEXT_PRODUCT_MODEL, "scored", rooms.groups_scored),
+        ]
 
     def segment(self, p: float) -> Segment:
         if p >= self.s.segment_high_conversion:

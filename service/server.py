@@ -84,7 +84,7 @@ class App:
         self.models = ModelRegistry(settings, loader, source)
         self.models.on_swap = self._swapped
         self.scorer = Scorer(settings, self.features, self.models)
-        self.metrics.watch_rows(self.scorer.rows_counted)
+        self.metrics.watch_rows(self.scorer.rows_counted, self.scorer.row_groups_counted)
         self.health = HealthServicer()
         self.guard = Guard(settings.max_concurrency, self.metrics)
         self.aggregator = aggregator

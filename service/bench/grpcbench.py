@@ -315,7 +315,8 @@ def _reordered(req: pb.RecommendNextProductRequest, n: int) -> list[pb.Recommend
 
 def model_rows(server: ServerProcess) -> dict[str, float] | None:
     """``liverec_model_rows_total`` of the server's processes, summed, by
-    ``model/kept_by/how`` (empty where the server exports none; ``None`` if /metrics
+    ``model/kept_by/how``, and ``liverec_model_row_groups_total`` by
+    ``model/room_groups/how`` (empty where the server exports none; ``None`` if /metrics
     could not be read)."""
     import urllib.request
 
@@ -329,11 +330,12 @@ def model_rows(server: ServerProcess) -> dict[str, float] | None:
         except OSError:
             return None
         for family in text_string_to_metric_families(text):
-            if family.name != "liverec_model_rows":
+            if family.name not in ("liverec_model_rows", "liverec_model_row_groups"):
                 continue
             for sample in family.samples:
                 if sample.name.endswith("_total"):
-                    key = "/".join(sample.labels[k] for k in ("model", "kept_by", "how"))
+                    labels = {"kept_by": "room_groups", **sample.labels}
+                    key = "/".join(labels[k] for k in ("model", "kept_by", "how"))
                     out[key] = out.get(key, 0.0) + sample.value
     return out
 

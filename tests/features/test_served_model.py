@@ -213,14 +213,26 @@ def test_branch_keys_with_owners_say_which_groups_of_trees_each_row_moved_in() -
     flip = np.isnan(old) & (rng.uniform(size=old.shape) < 0.3)
     new[flip] = 0.25
     new[3, 0] = thresholds[0][4]
+    new[4, 3], new[5, 3], new[6, 2] = np.inf, -np.inf, np.inf  # past every threshold
     got = keys.moved(new, old)
     assert got.shape == (400, groups)
+    zeros = np.zeros((1, 5), dtype=np.float32)
+    assert not keys.moved(-zeros, zeros).any()  # -0.0 stands where 0.0 does
     for g in range(groups):
-        mine = [t[o == g] for t, o in zip(thresholds, owners, strict=True)]
-        alone = BranchKeys(mine)
-        nan = (np.isnan(new) != np.isnan(old)) & np.array([len(t) > 0 for t in mine])
-        expect = ((alone(new) != alone(old)) & ~(np.isnan(new) | np.isnan(old))) | nan
-        assert np.array_equal(got[:, g], expect.any(axis=1)), g
+        # Independently: a value moved if, among group g's thresholds of its feature, the
+        # count below it or the count equal to it changed; NaN against a number moves it
+        # (if the group splits on the feature), NaN against NaN does not.
+        expect = np.zeros(400, dtype=bool)
+        for j, (t, o) in enumerate(zip(thresholds, owners, strict=True)):
+            mine = t[o == g].astype(np.float64)
+            a, b = new[:, j].astype(np.float64), old[:, j].astype(np.float64)
+            below = (mine[None, :] < a[:, None]).sum(1) != (mine[None, :] < b[:, None]).sum(1)
+            equal = (mine[None, :] == a[:, None]).sum(1) != (mine[None, :] == b[:, None]).sum(1)
+            na, nb = np.isnan(a), np.isnan(b)
+            moved = np.where(na | nb, (na != nb) & (len(mine) > 0), below | equal)
+            expect |= moved
+        assert np.array_equal(got[:, g], expect), g
+    assert got[4].any() or got[5].any() or got[6].any()
     assert 0 < got.sum() < got.size and not keys.moved(old, old.copy()).any()
     # A feature no group splits on moves nothing, NaN or not.
     other = old.copy()
@@ -230,6 +242,10 @@ def test_branch_keys_with_owners_say_which_groups_of_trees_each_row_moved_in() -
         BranchKeys(thresholds, [owners[0], owners[1], np.zeros(1), owners[3], owners[4]])
     with pytest.raises(ValueError, match="2 owner lists for 5 features"):
         BranchKeys(thresholds, owners[:2])
+    # More groups than owners name (a group of trees without splits) answer too.
+    assert BranchKeys(thresholds, owners, groups + 2).moved(new, old).shape == (400, groups + 2)
+    with pytest.raises(ValueError, match=r"owners outside groups 0\.\.1"):
+        BranchKeys(thresholds, owners, 2)
 
 
 def _served(tmp: Path, X: np.ndarray, y: np.ndarray) -> ServedModel:
@@ -240,6 +256,15 @@ def _served(tmp: Path, X: np.ndarray, y: np.ndarray) -> ServedModel:
     columns = [f"f{j}" for j in range(X.shape[1])]
     spec = {"model": "test", "feature_service": "test", "columns": columns}
     return ServedModel.load(write_served(tmp, booster, calibrator, spec, X[:64]))
+
+
+def _small_served(tmp: Path, seed: int) -> tuple[ServedModel, Any]:
+    """A served model of 3 features (30 trees) and its ONNX graph as written."""
+    import onnx
+
+    X = np.random.default_rng(seed).normal(size=(500, 3)).astype(np.float32)
+    model = _served(tmp, X, X[:, 0] > 0)
+    return model, onnx.load(str(tmp / "model.onnx"))
 
 
 def _twins(keys: BranchKeys, thresholds: list[np.ndarray], X: np.ndarray, rng: Any) -> np.ndarray:
@@ -308,12 +333,7 @@ def test_no_branch_keys_for_a_graph_that_reads_its_input_other_than_by_splits(
 ) -> None:
     from onnx import helper
 
-    rng = np.random.default_rng(6)
-    X = rng.normal(size=(500, 3)).astype(np.float32)
-    model = _served(tmp_path, X, X[:, 0] > 0)
-    import onnx
-
-    graph = onnx.load(str(tmp_path / "model.onnx"))
+    model, graph = _small_served(tmp_path, seed=6)
     assert BranchKeys.of_graphs([graph], 3) is not None
     found = BranchKeys.split_thresholds(graph.graph, 3)
     assert found is not None and sum(len(t) for t in found) > 0
@@ -429,10 +449,7 @@ def test_tree_groups_refuse_a_graph_of_another_shape_and_a_failed_parity(
     import onnx
     from onnx import helper
 
-    rng = np.random.default_rng(11)
-    X = rng.normal(size=(500, 3)).astype(np.float32)
-    model = _served(tmp_path, X, X[:, 0] > 0)
-    graph = onnx.load(str(tmp_path / "model.onnx"))
+    model, graph = _small_served(tmp_path, seed=11)
     assert TreeGroups(graph, 3, 5).groups == 6
     no_sigmoid = onnx.load(str(tmp_path / "model.onnx"))
     nodes = [n for n in no_sigmoid.graph.node if n.op_type != "Sigmoid"]

@@ -134,6 +134,7 @@ def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
     keeps_nothing = Scorer(
         scorer.s.model_copy(update={"score_kept_rows": 0}), real.app.features, real.app.models
     )
+    keeps_nothing._viewer_static = scoring.ViewerStatic(rooms=0)  # no room's live part
     query = NextProductQuery(world.room, tuple(world.products[:12]), top_k=5)
     start = real.app.features.clock()
 
@@ -192,8 +193,13 @@ def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
         before[3] + rows * groups.groups - n * some,
     )
 
-    # One viewer's cart takes a candidate: its cross rows alone are made again (the others'
-    # are taken as kept, their inputs the same bits), and walked where they moved.
+    # Back as it was; then one viewer's cart takes a candidate: its cross rows alone are
+    # made again (the others' are taken as kept, their inputs the same bits), and walked
+    # where they moved.
+    monkeypatch.setattr(Scorer, "_viewers_block", viewer_block)
+    kept, fresh = ask(0)
+    assert kept == fresh
+
     def carted(self: Scorer, viewers: Any, *args: Any, **kwargs: Any) -> Any:
         block = dict(viewer_block(self, viewers, *args, **kwargs))
         block["_cart"] = block["_cart"].copy()
@@ -214,20 +220,33 @@ def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
     assert made == [1]  # one viewer's cross rows made (the scorer keeping nothing makes
     # its grid's whole, inside assemble_grid)
     monkeypatch.setattr(scoring, "cross_block", cross_block)
+    # A viewer leaves and one joins (no rows of its own: a cold start): the newcomer's rows
+    # walk every group, the others are matched by id.
+    present = real.app.features.present_viewers
+    monkeypatch.setattr(
+        real.app.features,
+        "present_viewers",
+        lambda room, deadline: [*(present(room, deadline) or [])[1:], "v-newcomer"],
+    )
+    before = counts()
+    kept, fresh = ask(0)
+    assert kept == fresh and kept.viewers_present == len(world.present)
+    assert counts()[2] - before[2] >= n * groups.groups
+    monkeypatch.setattr(real.app.features, "present_viewers", present)
     # Later, the time features moved (pairs across a split are walked, the rest kept).
     for minutes in (2, 9, 47, 180):
         kept, fresh = ask(minutes)
         assert kept == fresh, minutes
     # The counts are the server's metric.
     sample = real.app.metrics.registry.get_sample_value
-    for kept_by, how, value in (
-        ("room", "scored", rooms.scored),
-        ("room", "looked_up", rooms.looked_up),
-        ("room_groups", "scored", rooms.groups_scored),
-        ("room_groups", "looked_up", rooms.groups_looked_up),
+    for how, value, pairs in (
+        ("scored", rooms.scored, rooms.groups_scored),
+        ("looked_up", rooms.looked_up, rooms.groups_looked_up),
     ):
-        labels = {"model": NEXT_PRODUCT_MODEL, "kept_by": kept_by, "how": how}
+        labels = {"model": NEXT_PRODUCT_MODEL, "kept_by": "room", "how": how}
         assert sample("liverec_model_rows_total", labels) == value > 0
+        labels = {"model": NEXT_PRODUCT_MODEL, "how": how}
+        assert sample("liverec_model_row_groups_total", labels) == pairs > value
 
 
 def test_real_model_hot_swap_follows_the_alias(real: ServerThread, world: World) -> None:

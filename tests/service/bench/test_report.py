@@ -113,13 +113,20 @@ def test_recommend_next_product_is_judged_with_the_room_acting_beside_nothing_ke
     r = _result()
     warm = {**_room_run(40.0, 80.0, 9_000.0, 171_000.0), "viewers_present": 2000}
     warm |= {"fallback": False, "events": {"events": 8000, "events_per_s": 1998.7}}
+    # The (row, group of trees) pairs, from liverec_model_row_groups_total.
+    warm["rows"] |= {
+        "liverec-next-product/room_groups/scored": 26_000.0,
+        "liverec-next-product/room_groups/looked_up": 2_314_000.0,
+    }
     warm["nothing_kept"] = _room_run(90.0, 120.0, 1_800_000.0, 0.0)
     r["room"] = {"next_product": warm}
     rows = _by_name(report.rows(r))
     row = rows["RecommendNextProduct(2000 x 30) p99, one at a time, the room's viewers acting"]
     assert row.verdict == "PASS" and row.value.startswith("80.00 ms (p50 40.00 ms")
     assert "1,999 events/s into the room" in row.note
-    assert "5.0% of its rows scored, the rest kept" in row.note
+    assert "5.0% of its rows scored (1.1% of its (row, group of trees) pairs), the rest" in (
+        row.note
+    )
     assert "server CPU 60.0 ms a call (the events' ingestion included)" in row.note
     cold = rows["  the same, nothing kept (candidates reordered every call)"]
     assert cold.value.startswith("120 ms (p50 90.00 ms") and cold.verdict == ""
