@@ -628,7 +628,7 @@ class TreeGroups:
     runs tree by tree in float32: a row gets the same bits alone, in any batch, and
     whichever groups are run again. The total differs from the one-ensemble graph's only
     by where float32 rounds (checked against LightGBM on the parity sample at load, like
-    any served graph). Measured on the bench's next-product champion (137 trees, a room's
+    any served graph). Measured on the bench's next-product champion (156 trees, a room's
     60,000 rows, one thread): groups of 12 trees cost what the whole ensemble does (85 ms
     both), and the room's likes per viewer crossing a split moves one or two groups
     instead of every tree.

@@ -19,7 +19,7 @@ through the same groups would give, bit for bit.
 Why groups: a room column stands in every row, so when it crosses a split the whole grid
 moves. On the bench (the room's viewers sending 2,000 events/s) the room's likes per
 viewer did so in about one call in six, and each time it crossed a split of one or two
-of the 137 trees: in groups of 12, those calls walk 10-19% of the grid's tree-rows
+of the 156 trees: in groups of 12, those calls walk 10-19% of the grid's tree-rows
 instead of all of them.
 """
 

@@ -171,7 +171,7 @@ class ServiceSettings(FeatureSettings):
             "margin is kept per row, and a row whose value crossed a split is walked again "
             "through the groups that split there only (a room column crossing a split then "
             "moves one or two groups, not every tree). Each group's margin costs 4 bytes a "
-            "kept row (12 groups for a model of 137 trees). 0: the grid is scored by the "
+            "kept row (13 groups for a model of 156 trees). 0: the grid is scored by the "
             "whole graph and not kept."
         ),
     )
@@ -186,7 +186,7 @@ class ServiceSettings(FeatureSettings):
             "80 MB a model by default. The same number, apart, bounds the rows of the "
             "rooms' last RecommendNextProduct grids kept, whose (row, group of trees) pairs "
             "that did not move are not walked again (about 45 + 4 x groups bytes a row: "
-            "with 12 groups, 4 rooms of 2,000 x 30, 23 MB, by default)."
+            "with 13 groups, 4 rooms of 2,000 x 30, 23 MB, by default)."
         ),
     )
     live_cache_s: float = Field(
