@@ -218,14 +218,7 @@ class ServedModel:
         import onnx
 
         groups = TreeGroups(onnx.load(str(self.directory / MODEL_FILE)), len(self.columns), size)
-        with np.load(self.directory / PARITY_FILE) as parity:
-            X, expected = parity["X"], parity["expected"]
-        diff = float(np.max(np.abs(groups.predict(X) - expected))) if len(X) else 0.0
-        if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
-            raise ParityError(
-                f"{self.name}: the trees in groups of {size} differ from "
-                f"LightGBM+calibrator by {diff:.3g} (> {PARITY_TOLERANCE:g})"
-            )
+        self._parity(groups.predict, f"the model in groups of {size} trees", PARITY_TOLERANCE)
         return groups
 
     def contributions(self, X: np.ndarray, top: int = 3) -> list[list[Reason]]:
@@ -241,13 +234,20 @@ class ServedModel:
 
     def check_parity(self, tolerance: float = PARITY_TOLERANCE) -> float:
         """Run ``parity.npz`` through the graph; raise :class:`ParityError` beyond tolerance."""
+        return self._parity(self.predict, "ONNX", tolerance)
+
+    def _parity(
+        self, predict: Callable[[np.ndarray], np.ndarray], what: str, tolerance: float
+    ) -> float:
+        """The largest difference of ``predict`` from LightGBM + calibrator on
+        ``parity.npz``; :class:`ParityError` (naming ``what``) beyond ``tolerance``."""
         with np.load(self.directory / PARITY_FILE) as parity:
             X, expected = parity["X"], parity["expected"]
-        got = self.predict(X).astype(np.float64)
+        got = np.asarray(predict(X), dtype=np.float64)
         diff = float(np.max(np.abs(got - expected))) if len(X) else 0.0
         if not np.isfinite(diff) or diff > tolerance:
             raise ParityError(
-                f"{self.name}: ONNX differs from LightGBM+calibrator by {diff:.3g} "
+                f"{self.name}: {what} differs from LightGBM+calibrator by {diff:.3g} "
                 f"(> {tolerance:g}) on the parity sample"
             )
         return diff
@@ -655,7 +655,6 @@ class TreeGroups:
         #: Tree ``t`` (in the ensemble's order) is in group ``group_of[t]``.
         self.group_of = np.arange(len(trees)) // size
         self.groups = int(self.group_of[-1]) + 1
-        self.size = size
         self.n_features = n_features
         self._sessions = []
         thresholds: list[list[np.ndarray]] = [[] for _ in range(n_features)]

@@ -464,5 +464,5 @@ def test_tree_groups_refuse_a_graph_of_another_shape_and_a_failed_parity(
         saved = {k: parity[k] for k in parity.files}
     saved["expected"] = saved["expected"] + 1e-3
     np.savez(tmp_path / "parity.npz", **saved)
-    with pytest.raises(ParityError, match="groups of 5 differ"):
+    with pytest.raises(ParityError, match="in groups of 5 trees differs from LightGBM"):
         model.tree_groups(5)
