@@ -419,29 +419,33 @@ _ROOM_COUNTS: dict[str, tuple[str, str]] = {
 
 
 def explain_room(
-    columns: Sequence[str], X: np.ndarray, contrib: np.ndarray | None, n: int
+    columns: Sequence[str],
+    column: Callable[[int], np.ndarray],
+    present: int,
+    contrib: np.ndarray | None,
+    n: int,
 ) -> list[Reason]:
     """Reasons of one candidate over a room: contributions summed over the viewers present.
 
-    ``contrib`` may cover only some of the rows of ``X`` (the viewers who carry the
-    expected conversions, when a room is large); counts and means always use all
-    of ``X``. Count features say how many viewers did it ("MANY_ASKED_SIZE_FIT":
-    "7 of 40 viewers present asked about size and fit"); others give the room's
-    mean value.
+    ``column(j)`` is column ``j`` of the candidate's rows, one value per viewer present
+    (``present`` of them). ``contrib`` may cover only some of those rows (the viewers who
+    carry the expected conversions, when a room is large); counts and means always use
+    every viewer. Count features say how many viewers did it ("MANY_ASKED_SIZE_FIT":
+    "7 of 40 viewers present asked about size and fit"); others give the room's mean
+    value.
     """
-    if contrib is None or n <= 0 or len(X) == 0:
+    if contrib is None or n <= 0 or present == 0:
         return []
     contrib = _audible(columns, contrib)
     total = contrib.sum(axis=0)
     order = np.argsort(-np.abs(total), kind="stable")[:n]
-    present = len(X)
     out: list[Reason] = []
     for j in order:
         weight = float(total[j])
         if weight == 0.0:
             break
         feature = columns[j]
-        col = X[:, j].astype(np.float64)
+        col = np.asarray(column(int(j)), dtype=np.float64)
         counted = _ROOM_COUNTS.get(feature)
         if counted is not None:
             k = int(np.sum(np.nan_to_num(col) > 0))

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from features.served_model import BranchKeys
-from features.vector import CROSS_PRODUCT_INPUTS, CROSS_VIEWER_INPUTS, GridSources
+from features.vector import CROSS_PRODUCT_INPUTS, CROSS_VIEWER_INPUTS, GridBlocks, GridSources
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,25 +112,55 @@ class RoomScores:
         cross: np.ndarray,
         inputs: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
     ) -> None:
-        """Keep ``X`` (the grid of ``viewers`` x the candidates, viewer-major, its columns
-        from the sources ``sources`` says) and its ``margins`` (rows, groups) as ``key``'s
-        last grid; ``cross`` is :func:`cross_of` ``X`` and ``margins`` are the caller's
-        own, built part by part (kept as they are: not copied again). ``inputs``: the
-        viewer block (in the grid's order) and product block the cross columns were made
-        of, whose :data:`~features.vector.CROSS_VIEWER_INPUTS` and
+        """:meth:`put_blocks` of the grid ``X`` (rows of ``viewers`` x the candidates,
+        viewer-major, its columns from the sources ``sources`` says); ``cross`` is
+        :func:`cross_of` ``X``."""
+        nc = len(X) // len(viewers) if len(viewers) else 0
+        blocks = None
+        if nc and len(X) == nc * len(viewers):
+            blocks = GridBlocks(
+                sources,
+                X.shape[1],
+                np.array(X[::nc, : sources.lead]),
+                np.array(X[:nc, sources.products]),
+                cross,
+            )
+        self.put_blocks(key, model, viewers, blocks, margins, inputs)
+
+    def put_blocks(
+        self,
+        key: Hashable,
+        model: object,
+        viewers: Sequence[str],
+        blocks: GridBlocks | None,
+        margins: np.ndarray,
+        inputs: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Keep ``blocks`` (the grid of ``viewers`` x the candidates) and its ``margins``
+        (rows, groups) as ``key``'s last grid: kept as they are, not copied (the caller
+        hands them over). ``inputs``: the viewer block (in the grid's order) and product
+        block the cross columns were made of, whose
+        :data:`~features.vector.CROSS_VIEWER_INPUTS` and
         :data:`~features.vector.CROSS_PRODUCT_INPUTS` are kept for :meth:`cross_same`."""
         n = len(margins)
-        if not viewers or not n or n > self.capacity or n % len(viewers):
+        if (
+            blocks is None
+            or not viewers
+            or not n
+            or n > self.capacity
+            or n != blocks.rows_count
+            or len(blocks.viewers) != len(viewers)
+        ):
             with self._lock:  # an older grid of this key would only grow staler
                 self._drop(key)
             return
-        nc = n // len(viewers)
+        nc = len(blocks.products)
         grid = RoomGrid(
             model,
             {v: i for i, v in enumerate(viewers)},
-            _frozen(X[::nc, : sources.lead]),
-            _frozen(X[:nc, sources.products]),
-            _frozen(cross, copy=False),
+            _frozen(blocks.viewers, copy=False),
+            _frozen(blocks.products, copy=False),
+            _frozen(blocks.cross, copy=False),
             _frozen(np.asarray(margins, dtype=np.float32), copy=False),
             None if inputs is None else _inputs(inputs[0], CROSS_VIEWER_INPUTS, len(viewers)),
             None if inputs is None else _inputs(inputs[1], CROSS_PRODUCT_INPUTS, nc),
@@ -155,10 +185,15 @@ class RoomScores:
         for n, walked in parts:
             rows = n if walked is None else int(np.count_nonzero(walked.any(axis=1)))
             pairs = n * groups if walked is None else int(np.count_nonzero(walked))
-            self.looked_up += n - rows
-            self.scored += rows
-            self.groups_looked_up += n * groups - pairs
-            self.groups_scored += pairs
+            self.count(n, rows, pairs, groups)
+
+    def count(self, n: int, rows: int, pairs: int, groups: int) -> None:
+        """Count a call's ``n`` rows, of which ``rows`` went through at least one group of
+        trees, and ``pairs`` (row, group) pairs walked (of ``n`` x ``groups``)."""
+        self.looked_up += n - rows
+        self.scored += rows
+        self.groups_looked_up += n * groups - pairs
+        self.groups_scored += pairs
 
     @staticmethod
     def positions(grid: RoomGrid, viewers: Sequence[str]) -> np.ndarray:
@@ -213,20 +248,47 @@ class RoomScores:
         cross_now: np.ndarray,
         cross_same: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """For ``part`` (the grid rows of the viewers at ``idx`` in ``grid`` (-1: new;
-        :meth:`positions`), viewer-major over the same candidates): which (row, group)
-        pairs must be walked (rows x groups booleans: the viewer is new to the grid, or a
-        value of the viewer's, of the product's (``products_moved``) or of the row's own
-        crossed a split of the group's trees), and the kept margins of the others (NaN
-        for those to walk). ``cross_now`` is :func:`cross_of` ``part``; the cross rows of
-        the viewers ``cross_same`` (:meth:`cross_same`) says are the kept ones are not
-        compared."""
+        """:meth:`moved_blocks` of ``part`` (the grid rows of the viewers at ``idx``,
+        viewer-major over the same candidates); ``cross_now`` is :func:`cross_of`
+        ``part``."""
+        nc = grid.products.shape[0]
+        if part.shape[0] != len(idx) * nc:
+            raise ValueError(f"part has {part.shape[0]} rows for {len(idx)} viewers x {nc}")
+        lead = part.reshape(len(idx), nc, part.shape[1])[:, 0, : sources.lead]
+        return RoomScores.moved_blocks(
+            grid, keys, idx, lead, sources, products_moved, cross_now, cross_same
+        )
+
+    @staticmethod
+    def moved_blocks(
+        grid: RoomGrid,
+        keys: BranchKeys,
+        idx: np.ndarray,
+        lead: np.ndarray,
+        sources: GridSources,
+        products_moved: np.ndarray,
+        cross_now: np.ndarray,
+        cross_same: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For the viewers at ``idx`` in ``grid`` (-1: new; :meth:`positions`), whose
+        leading columns are ``lead`` (viewers, lead) and whose rows' cross columns are
+        ``cross_now`` (viewer-major over the same candidates): which (row, group) pairs
+        must be walked (rows x groups booleans: the viewer is new to the grid, or a value
+        of the viewer's, of the product's (``products_moved``) or of the row's own crossed
+        a split of the group's trees), and the kept margins of the others (NaN for those
+        to walk). The cross rows of the viewers ``cross_same`` (:meth:`cross_same`) says
+        are the kept ones are not compared."""
         nc, groups = grid.products.shape[0], keys.groups
         n = len(idx)
-        if part.shape[0] != n * nc or products_moved.shape != (nc, groups):
+        if (
+            lead.shape[0] != n
+            or cross_now.shape[0] != n * nc
+            or products_moved.shape != (nc, groups)
+        ):
             raise ValueError(
-                f"part has {part.shape[0]} rows and {products_moved.shape} products moved "
-                f"for {n} viewers x {nc} products x {groups} groups"
+                f"{lead.shape[0]} viewers' columns, {cross_now.shape[0]} cross rows and "
+                f"{products_moved.shape} products moved for {n} viewers x {nc} products x "
+                f"{groups} groups"
             )
         known = np.flatnonzero(idx >= 0)
         if not len(known):
@@ -235,11 +297,15 @@ class RoomScores:
                 np.full((n * nc, groups), np.nan, dtype=np.float32),
             )
         was = idx[known]
-        rows = part.reshape(n, nc, part.shape[1])
         everyone = len(known) == n
-        lead = rows[:, 0, : sources.lead]
+        # The usual case: the same viewers in the same places as the kept grid.
+        in_place = everyone and n == len(grid.viewers) and bool((was == known).all())
         moved = (
-            keys.moved(lead if everyone else lead[known], grid.viewers[was], 0)[:, None, :]
+            keys.moved(
+                lead if everyone else lead[known],
+                grid.viewers if in_place else grid.viewers[was],
+                0,
+            )[:, None, :]
             | products_moved
         )
         # Only the cross rows that may differ from the kept ones are compared.
@@ -252,7 +318,9 @@ class RoomScores:
                 sources.cross,
             )
         margins = grid.margins.reshape(-1, nc, groups)
-        if everyone:  # the usual case: no viewer new to the grid
+        if in_place:
+            need_at, kept_at = moved, margins.copy()
+        elif everyone:
             need_at, kept_at = moved, margins[was]
         else:
             need_at = np.ones((n, nc, groups), dtype=bool)

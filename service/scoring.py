@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import functools
 import itertools
 import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -35,9 +36,11 @@ from features.vector import (
     EXPOSURE_OVERLAY,
     EXPOSURE_STAGE,
     NEXT_PRODUCT,
+    GridBlocks,
     assemble_grid,
     assemble_viewers,
     cross_block,
+    grid_blocks,
     grid_sources,
     pack_static,
     product_at,
@@ -71,13 +74,19 @@ from service.features_online import VIEWER_VIEWS, OnlineFeatures, Request, Rows,
 from service.ingest.rooms import RoomMemory, RoomSnapshot, ViewerRows
 from service.models import LoadedModel, ModelRegistry
 from service.reasons import explain_room, explain_rows
-from service.room_scores import RoomGrid, RoomScores, cross_of
+from service.room_scores import RoomGrid, RoomScores
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL, ServiceSettings
+
+if TYPE_CHECKING:
+    from features.served_model import TreeGroups
 
 #: Most viewers whose contributions explain a candidate of RecommendNextProduct.
 REASON_SAMPLE = 200
 #: How many of the viewer columns the trees split on most order a room's grid.
 GRID_ORDER_BY = 10
+#: Rows to walk through the trees below which a room's call walks them in one part (on one
+#: bulk thread): fewer are not worth waking the second.
+WALK_ALONE = 2_000
 #: Rows of a room's grid built and submitted to the model at a time: small enough that
 #: the trees start early, large enough that a part's fixed cost (one job on a bulk thread,
 #: one session run per group of trees it walks) does not count.
@@ -85,6 +94,7 @@ GRID_PART_ROWS = 7_500
 
 Cols = dict[str, Any]
 K = TypeVar("K")
+T = TypeVar("T")
 V = TypeVar("V")
 
 
@@ -452,6 +462,55 @@ def _part_cross(
         for k, name in enumerate(names):
             grid[todo, :, k] = made[name].reshape(len(todo), nc)
     return out
+
+
+def _kept_cross(
+    last: RoomGrid,
+    at: np.ndarray,
+    same: np.ndarray,
+    block: Cols,
+    products: Cols,
+    names: Sequence[str],
+) -> np.ndarray:
+    """:func:`_part_cross` of a whole room's grid: the kept matrix itself when every viewer
+    stands where it stood and kept its cross rows (read-only; the usual case)."""
+    if same.all() and len(at) == len(last.viewers) and (at == np.arange(len(at))).all():
+        return last.cross
+    return _part_cross(last, at, same, block, products, names)
+
+
+def _walk_order(walk: np.ndarray, order: np.ndarray, nv: int, nc: int) -> np.ndarray:
+    """The grid rows ``walk`` (ascending) with their viewers in ``order`` (each viewer's
+    rows in product order): what the trees run fastest on."""
+    mask = np.zeros(nv * nc, dtype=bool)
+    mask[walk] = True
+    at = np.flatnonzero(mask.reshape(nv, nc)[order])
+    viewer, product = np.divmod(at, nc)
+    return order[viewer] * nc + product
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """A room's grid as RecommendNextProduct scored it: each row's probability (float64,
+    viewer-major), and the grid itself, as rows (``X``) or by its sources (``blocks``),
+    to read the rows and columns that reasons need."""
+
+    scored: np.ndarray
+    products: int
+    X: np.ndarray | None = None
+    blocks: GridBlocks | None = None
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        if self.X is not None:
+            return self.X[idx]
+        assert self.blocks is not None
+        return self.blocks.rows(idx)
+
+    def column(self, j: int, product: int) -> np.ndarray:
+        if self.X is not None:
+            return self.X[product :: self.products, j]
+        assert self.blocks is not None
+        return self.blocks.column(j, product)
 
 
 def _viewer_rows(block: Cols, rows: slice | np.ndarray, n: int) -> Cols:
@@ -862,100 +921,30 @@ class Scorer:
         nv, nc = len(viewers), len(cands)
         # Row r = viewer r // nc, candidate r % nc; each block is computed once.
         pcols, static = self._product_cols.get(q.candidates, stats, rows[PRODUCT_LIVE.name])
-        # The grid's viewers in the order of what the trees test most (not by id): the
-        # answer is the same sum over the same viewers, and the trees run ~20% faster.
-        block = self._viewers_block(viewers, rows, now, live_key=("next", q.room_id))
-        order = _alike_order(block, model.most_split(CONVERSION.columns, GRID_ORDER_BY), nv)
-        viewer_block = block if order is None else _viewer_rows(block, order, nv)
-        in_grid = viewers if order is None else [viewers[i] for i in order.tolist()]
+        vblock = self._viewers_block(viewers, rows, now, live_key=("next", q.room_id))
         pblock = product_at(static, pcols, now)
-        # The room's last grid, if the same model scored it over the same candidates: only
-        # its (row, group of trees) pairs where a value crossed one of the group's splits
-        # are walked again (exact: service.room_scores).
-        groups = model.groups
-        room_key = (q.room_id, q.candidates)
-        last = None if groups is None else self.room_scores.get(room_key, model)
-        sources = grid_sources(NEXT_PRODUCT)
-        cross_names = [NEXT_PRODUCT.columns[j] for j in sources.cross]
-        if last is not None:
-            at = self.room_scores.positions(last, in_grid)
-            same = self.room_scores.cross_same(last, at, viewer_block, pblock)
-        products_moved = None
-        cross: list[np.ndarray] = []  # the parts' cross columns, kept with the grid
-        # Built and scored in parts of viewers: the bulk threads score a part while this
-        # one builds the next, then judges the viewers' rows. Past the deadline (the caller
-        # has given up) the rest is not built, and what was submitted is withdrawn.
-        X = np.empty((nv * nc, len(NEXT_PRODUCT.columns)), dtype=np.float32)
-        whole: list[tuple[cf.Future[np.ndarray], np.ndarray]] = []  # without groups
-        # A part's rows, which (row, group) pairs to walk (None: all), its margins (kept
-        # ones, the rest to come) and the job that walks them.
-        grouped: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, cf.Future[np.ndarray]]] = []
-        try:
-            for a, b in _parts(nv, nc):
-                if deadline.remaining() <= 0:
-                    raise DeadlineExceeded("deadline passed while the room's grid was built")
-                part = X[a * nc : b * nc]
-                block = _viewer_rows(viewer_block, slice(a, b), nv)
-                if last is None or groups is None:
-                    assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, out=part)
-                    if groups is None:
-                        whole.append((model.submit(part), part))
-                        continue
-                    cross.append(cross_of(part, sources))
-                    need = kept = None
-                else:
-                    # The cross rows of viewers whose inputs hold the same bits are the kept
-                    # ones: taken as they are, neither made nor compared again.
-                    cross.append(_part_cross(last, at[a:b], same[a:b], block, pblock, cross_names))
-                    assemble_grid(NEXT_PRODUCT, block, pblock, EXPOSURE_STAGE, cross[-1], out=part)
-                    if products_moved is None:
-                        products_moved = self.room_scores.products_moved(
-                            last, groups.keys, part[:nc], sources
-                        )
-                    need, kept = self.room_scores.moved(
-                        last,
-                        groups.keys,
-                        at[a:b],
-                        part,
-                        sources,
-                        products_moved,
-                        cross[-1],
-                        same[a:b],
-                    )
-                if kept is None:
-                    kept = np.empty((len(part), groups.groups), dtype=np.float32)
-                grouped.append((part, need, kept, groups.submit(part, need, kept)))
-            # Every viewer's rows judged at once: stale if any is, as old as the oldest.
-            stale, viewer_ages = self._viewers_age(rows, nv, now)
-            if groups is None:
-                got = [np.asarray(model.collect(f, part)).ravel() for f, part in whole]
-                scored = np.concatenate(got).astype(np.float64)
-            else:
-                margins = np.concatenate(
-                    [groups.collect(f, part, need, out) for part, need, out, f in grouped]
-                )
-                scored = groups.probability(margins)
-        except BaseException:
-            for f, _ in whole:
-                f.cancel()
-            for *_, f in grouped:
-                f.cancel()
-            raise
-        if groups is not None:
-            self.room_scores.put(
-                room_key,
+
+        # Every viewer's rows judged at once (stale if any is, as old as the oldest) while
+        # the bulk threads walk the trees.
+        def judge_viewers() -> tuple[list[bool], list[int]]:
+            return self._viewers_age(rows, nv, now)
+
+        if model.groups is None:
+            grid, (stale, viewer_ages) = self._grid_whole(
+                model, vblock, pblock, nv, nc, deadline, judge_viewers
+            )
+        else:
+            grid, (stale, viewer_ages) = self._grid_grouped(
                 model,
-                in_grid,
-                X,
-                sources,
-                margins,
-                np.concatenate(cross),
-                (viewer_block, pblock),
+                model.groups,
+                (q.room_id, q.candidates),
+                viewers,
+                vblock,
+                pblock,
+                deadline,
+                judge_viewers,
             )
-            self.room_scores.counted(
-                [(len(part), need) for part, need, _, _ in grouped], groups.groups
-            )
-        P = np.clip(scored.reshape(nv, nc), 0.0, 1.0)
+        P = np.clip(grid.scored.reshape(nv, nc), 0.0, 1.0)
         expected = P.sum(axis=0)
         score = expected / nv
         top = sorted(range(nc), key=lambda j: (-score[j], cands[j]))[: q.top_k]
@@ -968,7 +957,7 @@ class Scorer:
             # candidates' rows in one leaf prediction.
             carry = [np.argsort(-P[:, j], kind="stable")[:REASON_SAMPLE] * nc + j for j in top]
             group = np.repeat(np.arange(len(top)), [len(c) for c in carry])
-            totals = model.total_contributions(X[np.concatenate(carry)], group, len(top))
+            totals = model.total_contributions(grid.rows(np.concatenate(carry)), group, len(top))
         products = []
         ages = []
         for k, j in enumerate(top):
@@ -982,7 +971,8 @@ class Scorer:
             if self.s.reasons_per_item:
                 reasons = explain_room(
                     NEXT_PRODUCT.columns,
-                    X[j::nc],
+                    functools.partial(grid.column, product=j),
+                    nv,
                     None if totals is None else totals[k][None, :],
                     self.s.reasons_per_item,
                 )
@@ -992,6 +982,116 @@ class Scorer:
             ages.append(max(judged.age_ms, room_age))
         items = [(sp.flags, a) for sp, a in zip(products, ages, strict=True)]
         return NextProductAnswer(products, nv, self._meta(NEXT_PRODUCT_MODEL, model, items))
+
+    def _grid_whole(
+        self,
+        model: LoadedModel,
+        vblock: Cols,
+        pblock: Cols,
+        nv: int,
+        nc: int,
+        deadline: Deadline,
+        meanwhile: Callable[[], T],
+    ) -> tuple[_Scored, T]:
+        """A room's grid built and scored whole, by a model without tree groups: built in
+        parts of viewers, each scored on the bulk threads while this one builds the next
+        (past the deadline the rest is not built, and what was submitted is withdrawn);
+        then ``meanwhile``. The grid's viewers are in the order of what the trees test most
+        (not by id): the answer is the same sum over the same viewers, and the trees run
+        ~20% faster."""
+        order = _alike_order(vblock, model.most_split(CONVERSION.columns, GRID_ORDER_BY), nv)
+        block = vblock if order is None else _viewer_rows(vblock, order, nv)
+        X = np.empty((nv * nc, len(NEXT_PRODUCT.columns)), dtype=np.float32)
+        jobs: list[tuple[cf.Future[np.ndarray], np.ndarray]] = []
+        try:
+            for a, b in _parts(nv, nc):
+                if deadline.remaining() <= 0:
+                    raise DeadlineExceeded("deadline passed while the room's grid was built")
+                part = X[a * nc : b * nc]
+                assemble_grid(
+                    NEXT_PRODUCT,
+                    _viewer_rows(block, slice(a, b), nv),
+                    pblock,
+                    EXPOSURE_STAGE,
+                    out=part,
+                )
+                jobs.append((model.submit(part), part))
+            done = meanwhile()
+            got = [np.asarray(model.collect(f, part)).ravel() for f, part in jobs]
+        except BaseException:
+            for f, _ in jobs:
+                f.cancel()
+            raise
+        return _Scored(np.concatenate(got).astype(np.float64), nc, X=X), done
+
+    def _grid_grouped(
+        self,
+        model: LoadedModel,
+        groups: TreeGroups,
+        room_key: Hashable,
+        viewers: list[str],
+        vblock: Cols,
+        pblock: Cols,
+        deadline: Deadline,
+        meanwhile: Callable[[], T],
+    ) -> tuple[_Scored, T]:
+        """A room's grid scored by tree groups, held by its sources (:class:`GridBlocks`):
+        with the room's last grid kept (by the same model, over the same candidates), only
+        its (row, group of trees) pairs where a value crossed one of the group's splits
+        are walked again (exact: :mod:`service.room_scores`), and only those rows are made.
+        The rows to walk go to the bulk threads in parts, each built while the one before
+        is walked (past the deadline the rest is not built, and what was submitted is
+        withdrawn); then ``meanwhile``."""
+        sources = grid_sources(NEXT_PRODUCT)
+        nv, nc = len(viewers), len(pblock["category"])
+        last = self.room_scores.get(room_key, model)
+        cross = None
+        if last is not None:
+            at = self.room_scores.positions(last, viewers)
+            same = self.room_scores.cross_same(last, at, vblock, pblock)
+            names = [NEXT_PRODUCT.columns[j] for j in sources.cross]
+            # The cross rows of viewers whose inputs hold the same bits are the kept ones.
+            cross = _kept_cross(last, at, same, vblock, pblock, names)
+        blocks = grid_blocks(NEXT_PRODUCT, vblock, pblock, EXPOSURE_STAGE, cross)
+        need: np.ndarray | None
+        if last is None:
+            need = None
+            margins = np.empty((nv * nc, groups.groups), dtype=np.float32)
+            walk = np.arange(nv * nc)
+        else:
+            products_moved = groups.keys.moved(blocks.products, last.products, sources.products)
+            need, margins = self.room_scores.moved_blocks(
+                last, groups.keys, at, blocks.viewers, sources, products_moved, blocks.cross, same
+            )
+            walk = np.flatnonzero(need.any(axis=1))
+        if 2 * len(walk) > nv * nc:
+            # Many rows: their viewers alike together, as the trees run fastest.
+            order = _alike_order(vblock, model.most_split(CONVERSION.columns, GRID_ORDER_BY), nv)
+            if order is not None:
+                walk = _walk_order(walk, order, nv, nc)
+        parts = 1 if len(walk) <= WALK_ALONE else max(2, -(-len(walk) // GRID_PART_ROWS))
+        jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, Any]] = []
+        try:
+            for idx in np.array_split(walk, parts):
+                if deadline.remaining() <= 0:
+                    raise DeadlineExceeded("deadline passed while the room's grid was built")
+                if not len(idx):
+                    continue
+                X = blocks.rows(idx)
+                part_need = None if need is None else need[idx]
+                out = margins[idx]
+                jobs.append((idx, X, part_need, out, groups.submit(X, part_need, out)))
+            done = meanwhile()
+            for idx, X, part_need, out, f in jobs:
+                margins[idx] = groups.collect(f, X, part_need, out)
+        except BaseException:
+            for *_, f in jobs:
+                f.cancel()
+            raise
+        self.room_scores.put_blocks(room_key, model, viewers, blocks, margins, (vblock, pblock))
+        pairs = nv * nc * groups.groups if need is None else int(np.count_nonzero(need))
+        self.room_scores.count(nv * nc, len(walk), pairs, groups.groups)
+        return _Scored(groups.probability(margins), nc, blocks=blocks), done
 
     # -- GetViewerProfile --------------------------------------------------------------
 

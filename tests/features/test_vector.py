@@ -26,6 +26,7 @@ from features.vector import (
     assemble_grid,
     assemble_viewers,
     cross_block,
+    grid_blocks,
     grid_sources,
     local_hour,
     pack_static,
@@ -130,6 +131,36 @@ def test_a_grid_is_written_into_a_part_of_a_larger_matrix_as_built_alone(
     for bad in (out[:5], out[: nv * npr].astype(np.float64), np.asfortranarray(whole)):
         with pytest.raises(ValueError, match="out must be"):
             assemble_grid(NEXT_PRODUCT, viewers, products, out=bad)
+
+
+def test_a_grid_held_by_its_sources_makes_the_rows_and_columns_of_the_grid(
+    tiny_world: Path,
+) -> None:
+    """RecommendNextProduct holds a room's grid as blocks (each viewer's columns, each
+    product's, the cross rows) and makes only the rows it walks: the same bits as the
+    grid assembled whole, in any order, and each product's columns over its viewers."""
+    vcols, pcols, now = _room_frames(tiny_world)
+    viewers = viewer_block({c: vcols[c].to_numpy() for c in vcols.columns}, now)
+    products = product_block({c: pcols[c].to_numpy() for c in pcols.columns}, now)
+    nv, npr = len(vcols), len(pcols)
+    whole = assemble_grid(NEXT_PRODUCT, viewers, products, EXPOSURE_STAGE)
+    blocks = grid_blocks(NEXT_PRODUCT, viewers, products, EXPOSURE_STAGE)
+    assert blocks.rows_count == nv * npr
+    every = np.arange(nv * npr)
+    assert blocks.rows(every).dtype == np.float32
+    np.testing.assert_array_equal(blocks.rows(every), whole)
+    some = np.random.default_rng(3).permutation(nv * npr)[: nv * npr // 2]
+    np.testing.assert_array_equal(blocks.rows(some), whole[some])
+    assert blocks.rows(every[:0]).shape == (0, len(NEXT_PRODUCT.columns))
+    for j in range(len(NEXT_PRODUCT.columns)):
+        for p in (0, npr - 1):
+            np.testing.assert_array_equal(blocks.column(j, p), whole[p::npr, j], err_msg=str(j))
+    # The cross rows given (as a room keeps them) are taken as they are.
+    src = grid_sources(NEXT_PRODUCT)
+    given = grid_blocks(NEXT_PRODUCT, viewers, products, EXPOSURE_STAGE, whole[:, src.cross])
+    np.testing.assert_array_equal(given.rows(every), whole)
+    with pytest.raises(ValueError, match="grid blocks"):
+        grid_blocks(NEXT_PRODUCT, viewers, products, EXPOSURE_STAGE, whole[:-1, src.cross])
 
 
 def test_the_viewer_block_splits_into_its_batch_part_and_the_rest(tiny_world: Path) -> None:

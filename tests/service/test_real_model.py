@@ -123,9 +123,10 @@ def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
     trees: asked again, only the (row, group) pairs where a value crossed one of the
     group's splits are walked, and the answer is the one a scorer that keeps nothing
     gives, bit for bit."""
-    # Parts of a few viewers, so that the parts compare on their own (and some parts are
-    # kept whole, others walked in part).
+    # The rows to walk in parts of a few rows (each on its own bulk job), the rows of
+    # another part made while one is walked.
     monkeypatch.setattr(scoring, "GRID_PART_ROWS", 24)
+    monkeypatch.setattr(scoring, "WALK_ALONE", 5)
     scorer: Scorer = real.app.scorer
     rooms = scorer.room_scores
     model = real.app.models.get(NEXT_PRODUCT_MODEL)
@@ -218,7 +219,7 @@ def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
     kept, fresh = ask(0)
     assert kept == fresh
     assert made == [1]  # one viewer's cross rows made (the scorer keeping nothing makes
-    # its grid's whole, inside assemble_grid)
+    # its grid's whole, inside grid_blocks)
     monkeypatch.setattr(scoring, "cross_block", cross_block)
     # A viewer leaves and one joins (no rows of its own: a cold start): the newcomer's rows
     # walk every group, the others are matched by id.

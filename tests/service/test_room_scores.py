@@ -140,18 +140,18 @@ def test_viewers_are_matched_by_id_and_new_ones_are_scored() -> None:
     assert np.array_equal(kept[[0, 1, 4, 5]], MARGINS[[4, 5, 0, 1]])
     grid = rooms.get("room", MODEL)
     assert grid is not None
+    at = rooms.positions(grid, ["c", "new", "a"])
+    with pytest.raises(ValueError, match=r"part has 5 rows for 3 viewers x 2"):
+        rooms.moved(grid, KEYS, at, part[:5], SOURCES, np.zeros((2, 2), bool), part[:5, 3:])
+    lead = part[::2, : SOURCES.lead]
     with pytest.raises(
-        ValueError, match=r"5 rows and \(2,\) products moved for 3 viewers x 2 products x 2"
+        ValueError,
+        match=r"3 viewers' columns, 6 cross rows and \(2,\) products moved for 3 viewers x "
+        r"2 products x 2 groups",
     ):
-        rooms.moved(
-            grid,
-            KEYS,
-            rooms.positions(grid, ["c", "new", "a"]),
-            part[:5],
-            SOURCES,
-            np.zeros(2, bool),
-            part[:5, 3:],
-        )
+        rooms.moved_blocks(grid, KEYS, at, lead, SOURCES, np.zeros(2, bool), part[:, 3:])
+    with pytest.raises(ValueError, match=r"2 viewers' columns, 6 cross rows"):
+        rooms.moved_blocks(grid, KEYS, at, lead[:2], SOURCES, np.zeros((2, 2), bool), part[:, 3:])
 
 
 def test_a_grid_is_kept_for_the_model_that_scored_it_within_the_rows_allowed() -> None:
