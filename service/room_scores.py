@@ -106,32 +106,6 @@ class RoomScores:
         key: Hashable,
         model: object,
         viewers: Sequence[str],
-        X: np.ndarray,
-        sources: GridSources,
-        margins: np.ndarray,
-        cross: np.ndarray,
-        inputs: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
-    ) -> None:
-        """:meth:`put_blocks` of the grid ``X`` (rows of ``viewers`` x the candidates,
-        viewer-major, its columns from the sources ``sources`` says); ``cross`` is
-        :func:`cross_of` ``X``."""
-        nc = len(X) // len(viewers) if len(viewers) else 0
-        blocks = None
-        if nc and len(X) == nc * len(viewers):
-            blocks = GridBlocks(
-                sources,
-                X.shape[1],
-                np.array(X[::nc, : sources.lead]),
-                np.array(X[:nc, sources.products]),
-                cross,
-            )
-        self.put_blocks(key, model, viewers, blocks, margins, inputs)
-
-    def put_blocks(
-        self,
-        key: Hashable,
-        model: object,
-        viewers: Sequence[str],
         blocks: GridBlocks | None,
         margins: np.ndarray,
         inputs: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
@@ -229,38 +203,7 @@ class RoomScores:
         return same
 
     @staticmethod
-    def products_moved(
-        grid: RoomGrid, keys: BranchKeys, rows: np.ndarray, sources: GridSources
-    ) -> np.ndarray:
-        """(products, groups): whether a value of a product's columns crossed a split of a
-        group's trees since ``grid``; ``rows`` are one viewer's rows over the same
-        candidates (any viewer's: a product's columns are the same in all of its rows)."""
-        return keys.moved(rows[:, sources.products], grid.products, sources.products)
-
-    @staticmethod
     def moved(
-        grid: RoomGrid,
-        keys: BranchKeys,
-        idx: np.ndarray,
-        part: np.ndarray,
-        sources: GridSources,
-        products_moved: np.ndarray,
-        cross_now: np.ndarray,
-        cross_same: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`moved_blocks` of ``part`` (the grid rows of the viewers at ``idx``,
-        viewer-major over the same candidates); ``cross_now`` is :func:`cross_of`
-        ``part``."""
-        nc = grid.products.shape[0]
-        if part.shape[0] != len(idx) * nc:
-            raise ValueError(f"part has {part.shape[0]} rows for {len(idx)} viewers x {nc}")
-        lead = part.reshape(len(idx), nc, part.shape[1])[:, 0, : sources.lead]
-        return RoomScores.moved_blocks(
-            grid, keys, idx, lead, sources, products_moved, cross_now, cross_same
-        )
-
-    @staticmethod
-    def moved_blocks(
         grid: RoomGrid,
         keys: BranchKeys,
         idx: np.ndarray,

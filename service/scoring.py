@@ -1118,7 +1118,7 @@ class Scorer:
                 _kept_cross(last, at, same, vblock, pblock, names),
             )
             products_moved = groups.keys.moved(blocks.products, last.products, sources.products)
-            need, margins = self.room_scores.moved_blocks(
+            need, margins = self.room_scores.moved(
                 last, groups.keys, at, blocks.viewers, sources, products_moved, blocks.cross, same
             )
             walk = _rows_walked(need)
@@ -1148,7 +1148,7 @@ class Scorer:
                 for *_, f in jobs:
                     f.cancel()
                 raise
-        self.room_scores.put_blocks(room_key, model, viewers, blocks, margins, (vblock, pblock))
+        self.room_scores.put(room_key, model, viewers, blocks, margins, (vblock, pblock))
         pairs = nv * nc * groups.groups if need is None else int(np.count_nonzero(need))
         self.room_scores.count(nv * nc, walked, pairs, groups.groups)
         return _Scored(groups.probability(margins), nc, blocks=blocks), done

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from features.served_model import BranchKeys
-from features.vector import GridSources
-from service.room_scores import RoomScores, cross_of
+from features.vector import GridBlocks, GridSources
+from service.room_scores import RoomScores
 
 # Features 0-1 lead every row (the viewer's), feature 2 is the product's, feature 3 the
 # row's own (a cross column). Two groups of trees: each threshold is one group's split.
@@ -40,6 +40,14 @@ def _grid(viewers: list[tuple[float, float]], cross: list[list[float]]) -> np.nd
     return np.array(rows, dtype=np.float32)
 
 
+def _blocks(X: np.ndarray, viewers: int) -> GridBlocks | None:
+    """``X`` (viewer-major rows of ``viewers``) held by its sources."""
+    nc = len(X) // viewers if viewers else 0
+    if not nc or len(X) != nc * viewers:
+        return None
+    return GridBlocks(SOURCES, 4, X[::nc, :2].copy(), X[:nc, [2]].copy(), X[:, [3]].copy())
+
+
 def _put(
     rooms: RoomScores,
     key: object,
@@ -47,10 +55,11 @@ def _put(
     viewers: list[str],
     X: np.ndarray,
     margins: np.ndarray | None = None,
+    inputs: Any = None,
 ) -> None:
     if margins is None:
         margins = np.zeros((len(X), 2), dtype=np.float32)
-    rooms.put(key, model, viewers, X, SOURCES, margins, cross_of(X, SOURCES))
+    rooms.put(key, model, viewers, _blocks(X, len(viewers)), margins, inputs)
 
 
 def _kept(capacity: int = 100) -> tuple[RoomScores, np.ndarray]:
@@ -60,12 +69,16 @@ def _kept(capacity: int = 100) -> tuple[RoomScores, np.ndarray]:
     return rooms, X
 
 
-def _moved(rooms: RoomScores, viewers: list[str], part: np.ndarray) -> tuple[np.ndarray, ...]:
+def _moved(
+    rooms: RoomScores, viewers: list[str], part: np.ndarray, same: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """What moved in ``part`` (rows of ``viewers`` x the two products) since the kept grid."""
     grid = rooms.get("room", MODEL)
     assert grid is not None
-    products = rooms.products_moved(grid, KEYS, part[:2], SOURCES)
+    products = KEYS.moved(part[:2, SOURCES.products], grid.products, SOURCES.products)
     at = rooms.positions(grid, viewers)
-    return rooms.moved(grid, KEYS, at, part, SOURCES, products, cross_of(part, SOURCES))
+    lead = part.reshape(len(viewers), 2, -1)[:, 0, : SOURCES.lead]
+    return rooms.moved(grid, KEYS, at, lead, SOURCES, products, part[:, SOURCES.cross], same)
 
 
 def test_rows_that_did_not_move_take_their_kept_margins() -> None:
@@ -125,7 +138,7 @@ def test_a_value_that_becomes_nan_moves_every_group_that_splits_on_its_feature()
         [False, False],
         [False, False],
     ]
-    rooms.put("room", MODEL, ["a", "b", "c"], moved, SOURCES, MARGINS.copy(), moved[:, 3:])
+    _put(rooms, "room", MODEL, ["a", "b", "c"], moved, MARGINS.copy())
     need, _ = _moved(rooms, ["a", "b", "c"], moved.copy())
     assert not need.any()  # NaN again is no move
 
@@ -141,17 +154,15 @@ def test_viewers_are_matched_by_id_and_new_ones_are_scored() -> None:
     grid = rooms.get("room", MODEL)
     assert grid is not None
     at = rooms.positions(grid, ["c", "new", "a"])
-    with pytest.raises(ValueError, match=r"part has 5 rows for 3 viewers x 2"):
-        rooms.moved(grid, KEYS, at, part[:5], SOURCES, np.zeros((2, 2), bool), part[:5, 3:])
     lead = part[::2, : SOURCES.lead]
     with pytest.raises(
         ValueError,
         match=r"3 viewers' columns, 6 cross rows and \(2,\) products moved for 3 viewers x "
         r"2 products x 2 groups",
     ):
-        rooms.moved_blocks(grid, KEYS, at, lead, SOURCES, np.zeros(2, bool), part[:, 3:])
+        rooms.moved(grid, KEYS, at, lead, SOURCES, np.zeros(2, bool), part[:, 3:])
     with pytest.raises(ValueError, match=r"2 viewers' columns, 6 cross rows"):
-        rooms.moved_blocks(grid, KEYS, at, lead[:2], SOURCES, np.zeros((2, 2), bool), part[:, 3:])
+        rooms.moved(grid, KEYS, at, lead[:2], SOURCES, np.zeros((2, 2), bool), part[:, 3:])
 
 
 def test_a_grid_is_kept_for_the_model_that_scored_it_within_the_rows_allowed() -> None:
@@ -215,16 +226,13 @@ def test_cross_rows_said_the_same_are_not_compared() -> None:
     assert grid is not None
     moved = X.copy()
     moved[5, 3] = 1.5  # c's second row's own value across group 1's 2.0
-    products = rooms.products_moved(grid, KEYS, moved[:2], SOURCES)
-    at = rooms.positions(grid, ["a", "b", "c"])
-    cross = cross_of(moved, SOURCES)
-    need, _ = rooms.moved(grid, KEYS, at, moved, SOURCES, products, cross)
+    need, _ = _moved(rooms, ["a", "b", "c"], moved)
     assert need[5].tolist() == [False, True]
     # Said the same (its inputs held the same bits): c's cross rows are not compared.
     same = np.array([True, True, True])
-    need, _ = rooms.moved(grid, KEYS, at, moved, SOURCES, products, cross, same)
+    need, _ = _moved(rooms, ["a", "b", "c"], moved, same)
     assert not need.any()
-    need, _ = rooms.moved(grid, KEYS, at, moved, SOURCES, products, cross, ~same)
+    need, _ = _moved(rooms, ["a", "b", "c"], moved, ~same)
     assert need[5].tolist() == [False, True]
 
 
@@ -247,9 +255,7 @@ def test_a_viewers_cross_rows_are_the_same_while_its_inputs_hold_the_same_bits()
         "final_price_usd": np.array([5.0, 6.0]),
         "_product_id": np.array(["p1", "p2"], dtype=object),
     }
-    rooms.put(
-        "room", MODEL, ["a", "b", "c"], X, SOURCES, MARGINS.copy(), X[:, 3:], (viewers, products)
-    )
+    _put(rooms, "room", MODEL, ["a", "b", "c"], X, MARGINS.copy(), (viewers, products))
     grid = rooms.get("room", MODEL)
     assert grid is not None
     # In another order, with a newcomer: the same bits are the same (NaN too).
@@ -276,6 +282,34 @@ def test_a_viewers_cross_rows_are_the_same_while_its_inputs_hold_the_same_bits()
     assert not rooms.cross_same(grid, at, block(), changed).any()
     # Inputs missing or not arrays of the viewers: nothing is said the same.
     assert not rooms.cross_same(grid, at, {**block(), "region": 1.0}, products).any()
-    rooms.put("bare", MODEL, ["a", "b", "c"], X, SOURCES, MARGINS.copy(), X[:, 3:])
+    _put(rooms, "bare", MODEL, ["a", "b", "c"], X, MARGINS.copy())
     bare = rooms.get("bare", MODEL)
     assert bare is not None and not rooms.cross_same(bare, at, block(), products).any()
+
+
+def test_the_same_viewers_in_the_same_places_are_compared_in_place_on_a_copy() -> None:
+    """The usual call: every viewer where it stood. The kept margins come back as a copy
+    the call may write (the kept grid stays read-only and unchanged), the same as when
+    the viewers are matched one by one."""
+    rooms, X = _kept()
+    grid = rooms.get("room", MODEL)
+    assert grid is not None and not grid.margins.flags.writeable
+    moved = X.copy()
+    moved[2:4, 0] = 6.0  # viewer b's first value moves between the splits at 0 and 10
+    moved[4:6, 1] = 6.0  # viewer c's second value crosses 5 (a split of group 1)
+    need, kept = _moved(rooms, ["a", "b", "c"], moved)
+    assert need.tolist() == [[False, False]] * 4 + [[False, True]] * 2
+    assert kept.flags.writeable and np.isnan(kept[need]).all()
+    np.testing.assert_array_equal(kept[~need], MARGINS[~need])
+    kept[:] = -1.0
+    np.testing.assert_array_equal(grid.margins, MARGINS)  # the kept grid unchanged
+    # Matched one by one (another order), each viewer's rows get the same answer.
+    order = [2, 0, 1]
+
+    def by_viewer(a: np.ndarray) -> np.ndarray:
+        return a.reshape(3, 2, -1)[order].reshape(6, -1)
+
+    need, kept = _moved(rooms, ["a", "b", "c"], moved)
+    need2, kept2 = _moved(rooms, ["c", "a", "b"], by_viewer(moved))
+    np.testing.assert_array_equal(need2, by_viewer(need))
+    np.testing.assert_array_equal(kept2, by_viewer(kept))  # NaN where walked, in both

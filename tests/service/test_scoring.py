@@ -624,6 +624,24 @@ def test_a_rooms_viewers_are_sorted_alike_together_every_column_alike() -> None:
     assert _alike_order({"a": np.array([1.0])}, ["a"], 1) is None
 
 
+def test_a_rooms_rows_to_walk_are_found_and_ordered_by_their_viewers() -> None:
+    rng = np.random.default_rng(5)
+    need = rng.random((60, 7)) < 0.1
+    walk = scoring._rows_walked(need)
+    assert walk.tolist() == np.flatnonzero(need.any(axis=1)).tolist()
+    assert scoring._rows_walked(np.zeros((4, 0), dtype=bool)).tolist() == []
+    # 12 viewers x 5 products: the rows to walk, their viewers in the order given, each
+    # viewer's rows in product order.
+    order = rng.permutation(12)
+    got = scoring._walk_order(walk, order, 12, 5)
+    expect = [v * 5 + p for v in order.tolist() for p in range(5) if v * 5 + p in set(walk)]
+    assert got.tolist() == expect
+    every = np.arange(60)
+    assert scoring._walk_order(every, order, 12, 5).tolist() == [
+        v * 5 + p for v in order.tolist() for p in range(5)
+    ]
+
+
 def test_a_rooms_answer_is_the_same_whatever_order_its_viewers_are_scored_in(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
