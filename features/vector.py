@@ -671,7 +671,7 @@ def grid_sources(spec: ModelSpec) -> GridSources:
     return GridSources(lead, products, cross)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GridBlocks:
     """A grid of viewers x products (viewer-major) held by where its columns come from
     (:class:`GridSources`) rather than row by row: each viewer's columns once, each

@@ -106,7 +106,7 @@ class RoomScores:
         key: Hashable,
         model: object,
         viewers: Sequence[str],
-        blocks: GridBlocks | None,
+        blocks: GridBlocks,
         margins: np.ndarray,
         inputs: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
     ) -> None:
@@ -118,8 +118,7 @@ class RoomScores:
         :data:`~features.vector.CROSS_PRODUCT_INPUTS` are kept for :meth:`cross_same`."""
         n = len(margins)
         if (
-            blocks is None
-            or not viewers
+            not viewers
             or not n
             or n > self.capacity
             or n != blocks.rows_count
@@ -152,15 +151,6 @@ class RoomScores:
         if old is not None:
             self._rows -= old.rows
 
-    def counted(self, parts: Sequence[tuple[int, np.ndarray | None]], groups: int) -> None:
-        """Count a call's parts: ``(rows, walked)``, ``walked`` the (rows, groups) booleans
-        of which groups of trees each row went through (``None``: all of them); the
-        others were kept."""
-        for n, walked in parts:
-            rows = n if walked is None else int(np.count_nonzero(walked.any(axis=1)))
-            pairs = n * groups if walked is None else int(np.count_nonzero(walked))
-            self.count(n, rows, pairs, groups)
-
     def count(self, n: int, rows: int, pairs: int, groups: int) -> None:
         """Count a call's ``n`` rows, of which ``rows`` went through at least one group of
         trees, and ``pairs`` (row, group) pairs walked (of ``n`` x ``groups``)."""
@@ -168,6 +158,12 @@ class RoomScores:
         self.scored += rows
         self.groups_looked_up += n * groups - pairs
         self.groups_scored += pairs
+
+    @staticmethod
+    def in_place(grid: RoomGrid, idx: np.ndarray) -> bool:
+        """Whether the viewers at ``idx`` in ``grid`` (:meth:`positions`) are its viewers
+        in its order: the usual call, where kept arrays are taken as they stand."""
+        return len(idx) == len(grid.viewers) and bool((idx == np.arange(len(idx))).all())
 
     @staticmethod
     def positions(grid: RoomGrid, viewers: Sequence[str]) -> np.ndarray:
@@ -242,7 +238,7 @@ class RoomScores:
         was = idx[known]
         everyone = len(known) == n
         # The usual case: the same viewers in the same places as the kept grid.
-        in_place = everyone and n == len(grid.viewers) and bool((was == known).all())
+        in_place = RoomScores.in_place(grid, idx)
         moved = (
             keys.moved(
                 lead if everyone else lead[known],

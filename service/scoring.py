@@ -17,7 +17,7 @@ import itertools
 import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -474,7 +474,7 @@ def _kept_cross(
 ) -> np.ndarray:
     """:func:`_part_cross` of a whole room's grid: the kept matrix itself when every viewer
     stands where it stood and kept its cross rows (read-only; the usual case)."""
-    if same.all() and len(at) == len(last.viewers) and (at == np.arange(len(at))).all():
+    if same.all() and RoomScores.in_place(last, at):
         return last.cross
     return _part_cross(last, at, same, block, products, names)
 
@@ -482,8 +482,6 @@ def _kept_cross(
 def _rows_walked(need: np.ndarray) -> np.ndarray:
     """The rows (ascending) with any group of trees to walk in ``need`` (rows x groups):
     one column at a time, ~3x as fast as ``need.any(axis=1)`` over a room's grid."""
-    if not need.shape[1]:
-        return np.flatnonzero(np.zeros(len(need), dtype=bool))
     rows = need[:, 0].copy()
     for g in range(1, need.shape[1]):
         rows |= need[:, g]
@@ -500,16 +498,37 @@ def _walk_order(walk: np.ndarray, order: np.ndarray, nv: int, nc: int) -> np.nda
     return order[viewer] * nc + product
 
 
-@dataclass(frozen=True, slots=True)
+def _grid_order(model: LoadedModel, block: Cols, n: int) -> np.ndarray | None:
+    """A room's ``n`` viewers in the order of what the trees test most (:func:`_alike_order`
+    of ``model``'s :data:`GRID_ORDER_BY` most split viewer columns)."""
+    return _alike_order(block, model.most_split(CONVERSION.columns, GRID_ORDER_BY), n)
+
+
+def _in_time(deadline: Deadline) -> None:
+    """Past the deadline (the caller has given up) the rest of a room's grid is not built."""
+    if deadline.remaining() <= 0:
+        raise DeadlineExceeded("deadline passed while the room's grid was built")
+
+
+def _withdraw(jobs: Iterable[cf.Future[Any]]) -> None:
+    """Withdraw a failed call's jobs from the bulk threads (those not started yet)."""
+    for f in jobs:
+        f.cancel()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class _Scored:
     """A room's grid as RecommendNextProduct scored it: each row's probability (float64,
     viewer-major), and the grid itself, as rows (``X``) or by its sources (``blocks``),
-    to read the rows and columns that reasons need."""
+    to read the rows and columns that reasons need. Its viewers are in the order
+    ``order`` of the call's (sorted by id); ``None``: that order itself. Nothing lines a
+    row up with a viewer's id: the answer sums over all of them."""
 
     scored: np.ndarray
     products: int
     X: np.ndarray | None = None
     blocks: GridBlocks | None = None
+    order: np.ndarray | None = None
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         if self.X is not None:
@@ -952,6 +971,7 @@ class Scorer:
                 viewers,
                 vblock,
                 pblock,
+                nc,
                 deadline,
                 judge_viewers,
             )
@@ -1013,14 +1033,13 @@ class Scorer:
         most (``order``, not by id; ``None``: by id): the answer is the same sum over the
         same viewers, and the trees run ~20% faster. Returns the grid, ``order`` and what
         ``meanwhile`` returned."""
-        order = _alike_order(vblock, model.most_split(CONVERSION.columns, GRID_ORDER_BY), nv)
+        order = _grid_order(model, vblock, nv)
         block = vblock if order is None else _viewer_rows(vblock, order, nv)
         X = np.empty((nv * nc, len(NEXT_PRODUCT.columns)), dtype=np.float32)
         jobs: list[tuple[Callable[[], Any], cf.Future[Any]]] = []
         try:
             for a, b in _parts(nv, nc):
-                if deadline.remaining() <= 0:
-                    raise DeadlineExceeded("deadline passed while the room's grid was built")
+                _in_time(deadline)
                 rows = slice(a * nc, b * nc)
                 assemble_grid(
                     NEXT_PRODUCT,
@@ -1034,8 +1053,7 @@ class Scorer:
             for take, _ in jobs:
                 take()
         except BaseException:
-            for _, f in jobs:
-                f.cancel()
+            _withdraw(f for _, f in jobs)
             raise
         return X, order, done
 
@@ -1060,8 +1078,10 @@ class Scorer:
 
             return take, f
 
-        X, _, done = self._grid_in_parts(model, vblock, pblock, nv, nc, deadline, meanwhile, walk)
-        return _Scored(scored, nc, X=X), done
+        X, order, done = self._grid_in_parts(
+            model, vblock, pblock, nv, nc, deadline, meanwhile, walk
+        )
+        return _Scored(scored, nc, X=X, order=order), done
 
     def _grid_grouped(
         self,
@@ -1071,6 +1091,7 @@ class Scorer:
         viewers: list[str],
         vblock: Cols,
         pblock: Cols,
+        nc: int,
         deadline: Deadline,
         meanwhile: Callable[[], T],
     ) -> tuple[_Scored, T]:
@@ -1083,7 +1104,7 @@ class Scorer:
         withdrawn); then ``meanwhile``. With nothing kept, the grid is built whole as
         :meth:`_grid_in_parts` builds it, and kept by its sources."""
         sources = grid_sources(NEXT_PRODUCT)
-        nv, nc = len(viewers), len(pblock["category"])
+        nv = len(viewers)
         last = self.room_scores.get(room_key, model)
         need: np.ndarray | None = None
         if last is None:
@@ -1125,16 +1146,14 @@ class Scorer:
             walked = len(walk)
             if 2 * walked > nv * nc:
                 # Many rows: their viewers alike together, as the trees run fastest.
-                by = model.most_split(CONVERSION.columns, GRID_ORDER_BY)
-                order = _alike_order(vblock, by, nv)
+                order = _grid_order(model, vblock, nv)
                 if order is not None:
                     walk = _walk_order(walk, order, nv, nc)
             parts = 1 if walked <= WALK_ALONE else max(2, -(-walked // GRID_PART_ROWS))
             jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]] = []
             try:
                 for idx in np.array_split(walk, parts):
-                    if deadline.remaining() <= 0:
-                        raise DeadlineExceeded("deadline passed while the room's grid was built")
+                    _in_time(deadline)
                     if not len(idx):
                         continue
                     rows = blocks.rows(idx)
@@ -1145,8 +1164,7 @@ class Scorer:
                 for idx, rows, part_need, out, f in jobs:
                     margins[idx] = groups.collect(f, rows, part_need, out)
             except BaseException:
-                for *_, f in jobs:
-                    f.cancel()
+                _withdraw(job[-1] for job in jobs)
                 raise
         self.room_scores.put(room_key, model, viewers, blocks, margins, (vblock, pblock))
         pairs = nv * nc * groups.groups if need is None else int(np.count_nonzero(need))

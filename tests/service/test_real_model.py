@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from features.vector import CONVERSION, NEXT_PRODUCT, ModelSpec
+from features.vector import CONVERSION, NEXT_PRODUCT, GridBlocks, ModelSpec
 from service import scoring
 from service.cli import build_app
 from service.domain import Deadline, NextProductQuery
+from service.errors import DeadlineExceeded
 from service.generated.livecommerce.v1 import live_recommender_pb2 as pb
 from service.scoring import Scorer
 from service.settings import CONVERSION_MODEL, NEXT_PRODUCT_MODEL
@@ -152,10 +153,25 @@ def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
     kept, fresh = ask(0)
     assert kept == fresh and kept.viewers_present == len(world.present) > 2
     rows = len(world.present) * len(query.candidates)
-    # The time held: nothing moved, nothing is walked.
+    room_key = (world.room, query.candidates)
+    first = rooms.get(room_key, model)
+    assert first is not None
+    # The time held: nothing moved, nothing is walked, and the kept cross rows are taken
+    # as they stand (not one made again).
     before = counts()
+    cross_block = scoring.cross_block
+    made: list[int] = []
+
+    def counted_cross(v: Any, *args: Any, **kwargs: Any) -> Any:
+        made.append(len(v["region"]))
+        return cross_block(v, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "cross_block", counted_cross)
     again, fresh = ask(0)
+    monkeypatch.setattr(scoring, "cross_block", cross_block)
     assert again == fresh == kept
+    held = rooms.get(room_key, model)
+    assert made == [] and held is not None and held is not first and held.cross is first.cross
     assert counts() == (
         before[0],
         before[1] + rows,
@@ -207,19 +223,13 @@ def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
         block["_cart"][viewers.index(world.present[1])] = query.candidates[0]
         return block
 
-    made: list[int] = []
-    cross_block = scoring.cross_block
-
-    def counted_cross(v: Any, *args: Any, **kwargs: Any) -> Any:
-        made.append(len(v["region"]))
-        return cross_block(v, *args, **kwargs)
-
+    made.clear()
     monkeypatch.setattr(scoring, "cross_block", counted_cross)
     monkeypatch.setattr(Scorer, "_viewers_block", carted)
     kept, fresh = ask(0)
     assert kept == fresh
     assert made == [1]  # one viewer's cross rows made (the scorer keeping nothing makes
-    # its grid's whole, inside grid_blocks)
+    # its grid's whole, inside assemble_grid, via _grid_in_parts)
     monkeypatch.setattr(scoring, "cross_block", cross_block)
     # A viewer leaves and one joins (no rows of its own: a cold start): the newcomer's rows
     # walk every group, the others are matched by id.
@@ -238,6 +248,25 @@ def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
     for minutes in (2, 9, 47, 180):
         kept, fresh = ask(minutes)
         assert kept == fresh, minutes
+    # Every viewer's value of that column made missing: most rows walk (some groups),
+    # their viewers alike together.
+    ordered: list[int] = []
+    walk_order = scoring._walk_order
+
+    def spied(walk: np.ndarray, *args: Any) -> Any:
+        ordered.append(len(walk))
+        return walk_order(walk, *args)
+
+    def all_missing(self: Scorer, viewers: Any, *args: Any, **kwargs: Any) -> Any:
+        block = dict(viewer_block(self, viewers, *args, **kwargs))
+        block[column] = np.full(len(viewers), np.nan, dtype=np.float32)
+        return block
+
+    monkeypatch.setattr(scoring, "_walk_order", spied)
+    monkeypatch.setattr(Scorer, "_viewers_block", all_missing)
+    kept, fresh = ask(180)
+    assert kept == fresh and ordered == [rows]
+    monkeypatch.setattr(Scorer, "_viewers_block", viewer_block)
     # The counts are the server's metric.
     sample = real.app.metrics.registry.get_sample_value
     for how, value, pairs in (
@@ -248,6 +277,83 @@ def test_a_rooms_grid_asked_again_walks_what_moved_and_answers_the_same_bits(
         assert sample("liverec_model_rows_total", labels) == value > 0
         labels = {"model": NEXT_PRODUCT_MODEL, "how": how}
         assert sample("liverec_model_row_groups_total", labels) == pairs > value
+
+
+def test_a_rooms_grid_past_its_deadline_keeps_the_last_grid(
+    real: ServerThread, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows to walk are built and submitted in parts: past the deadline the rest is
+    not built, the call fails, and the room's last grid and the counts stay as they were
+    (the next call in time answers as a scorer keeping nothing)."""
+    monkeypatch.setattr(scoring, "GRID_PART_ROWS", 24)
+    monkeypatch.setattr(scoring, "WALK_ALONE", 5)
+    scorer: Scorer = real.app.scorer
+    rooms = scorer.room_scores
+    model = real.app.models.get(NEXT_PRODUCT_MODEL)
+    assert model is not None
+    query = NextProductQuery(world.room, tuple(world.products[3:10]), top_k=3)
+    now = real.app.features.clock()
+    monkeypatch.setattr(real.app.features, "clock", lambda: now)  # answers compared whole
+    scorer.recommend_next_product(query, Deadline.after(RPC_S))
+    grid = rooms.get((world.room, query.candidates), model)
+    assert grid is not None
+    counts = (rooms.scored, rooms.looked_up, rooms.groups_scored, rooms.groups_looked_up)
+    # Every viewer's most split column made missing: every row walks, in several parts.
+    column = model.most_split(CONVERSION.columns, 1)[0]
+    viewer_block = Scorer._viewers_block
+
+    def all_missing(self: Scorer, viewers: Any, *args: Any, **kwargs: Any) -> Any:
+        block = dict(viewer_block(self, viewers, *args, **kwargs))
+        block[column] = np.full(len(viewers), np.nan, dtype=np.float32)
+        return block
+
+    made: list[int] = []
+    rows_of = GridBlocks.rows
+
+    def rows(self: GridBlocks, idx: np.ndarray) -> np.ndarray:
+        made.append(len(idx))
+        return rows_of(self, idx)
+
+    class Expiring(Deadline):
+        """Passes once the first part's rows are made."""
+
+        def remaining(self) -> float:
+            return -1.0 if made else RPC_S
+
+    monkeypatch.setattr(Scorer, "_viewers_block", all_missing)
+    monkeypatch.setattr(GridBlocks, "rows", rows)
+    with pytest.raises(DeadlineExceeded, match="deadline passed"):
+        scorer.recommend_next_product(query, Expiring(0.0))
+    assert len(made) == 1 and made[0] < len(world.present) * len(query.candidates)
+    assert rooms.get((world.room, query.candidates), model) is grid
+    assert (rooms.scored, rooms.looked_up, rooms.groups_scored, rooms.groups_looked_up) == counts
+    keeps_nothing = Scorer(
+        scorer.s.model_copy(update={"score_kept_rows": 0}), real.app.features, real.app.models
+    )
+    kept = scorer.recommend_next_product(query, Deadline.after(RPC_S))
+    assert kept == keeps_nothing.recommend_next_product(query, Deadline.after(RPC_S))
+
+
+def test_a_room_of_one_viewer_or_of_one_candidate_answers_the_same_bits(
+    real: ServerThread, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    features, models = real.app.features, real.app.models
+    start = features.clock()
+    for update, candidates in (
+        ({"max_present_viewers": 1}, world.products[:6]),
+        ({}, world.products[:1]),
+    ):
+        settings = real.app.scorer.s.model_copy(update=update)
+        keeping = Scorer(settings, features, models)
+        nothing = Scorer(settings.model_copy(update={"score_kept_rows": 0}), features, models)
+        nothing._viewer_static = scoring.ViewerStatic(rooms=0)
+        query = NextProductQuery(world.room, tuple(candidates), top_k=3)
+        for minutes in (0, 0, 30, 400):
+            monkeypatch.setattr(features, "clock", lambda m=minutes: start + 60 * m)
+            kept = keeping.recommend_next_product(query, Deadline.after(RPC_S))
+            assert kept == nothing.recommend_next_product(query, Deadline.after(RPC_S))
+            assert kept.viewers_present == (1 if update else len(world.present))
+        assert keeping.room_scores.looked_up > 0  # asked again, rows were kept
 
 
 def test_real_model_hot_swap_follows_the_alias(real: ServerThread, world: World) -> None:

@@ -87,3 +87,30 @@ def test_the_cache_forgets_the_oldest_beyond_its_size(
     assert calls == []
     assert [v for _, v in reasons._DESCRIBED.young] == [13.0]
     assert [v for _, v in reasons._DESCRIBED.old] == [16.0, 17.0, 18.0, 19.0]
+
+
+def test_a_rooms_reasons_read_each_column_over_the_viewers_present() -> None:
+    """explain_room reads only the columns it gives reasons of (one value per viewer
+    present): counts for count-like features, means for the others, strongest first."""
+    columns = ["carts", "price_usd", "tenure_days", "likes"]
+    values = {
+        "carts": np.array([1.0, 0.0, 2.0, np.nan], dtype=np.float32),
+        "price_usd": np.full(4, 20.0, dtype=np.float32),
+        "tenure_days": np.array([10.0, 30.0, np.nan, 20.0], dtype=np.float32),
+        "likes": np.zeros(4, dtype=np.float32),
+    }
+    read: list[int] = []
+
+    def column(j: int) -> np.ndarray:
+        read.append(j)
+        return values[columns[j]]
+
+    contrib = np.array([[0.5, -2.0, 0.25, 0.0]])
+    got = reasons.explain_room(columns, column, 4, contrib, 3)
+    assert [r.weight for r in got] == [-2.0, 0.5, 0.25]
+    assert sorted(read) == [0, 1, 2]  # the column that gives no reason is not read
+    carts = got[1]
+    assert carts.code == "MANY_ADDED_TO_CART" and carts.args == {"viewers": "2", "present": "4"}
+    assert got[0].text.startswith("on average: ") and got[2].text.startswith("on average: ")
+    assert reasons.explain_room(columns, column, 0, contrib, 3) == []
+    assert reasons.explain_room(columns, column, 4, None, 3) == []

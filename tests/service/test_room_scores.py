@@ -40,11 +40,10 @@ def _grid(viewers: list[tuple[float, float]], cross: list[list[float]]) -> np.nd
     return np.array(rows, dtype=np.float32)
 
 
-def _blocks(X: np.ndarray, viewers: int) -> GridBlocks | None:
+def _blocks(X: np.ndarray, viewers: int) -> GridBlocks:
     """``X`` (viewer-major rows of ``viewers``) held by its sources."""
-    nc = len(X) // viewers if viewers else 0
-    if not nc or len(X) != nc * viewers:
-        return None
+    nc = len(X) // viewers
+    assert len(X) == nc * viewers
     return GridBlocks(SOURCES, 4, X[::nc, :2].copy(), X[:nc, [2]].copy(), X[:, [3]].copy())
 
 
@@ -174,11 +173,19 @@ def test_a_grid_is_kept_for_the_model_that_scored_it_within_the_rows_allowed() -
     _put(rooms, "third", MODEL, ["a", "b", "c"], X)
     assert rooms.get("second", MODEL) is None  # the least recently asked went out
     assert rooms.get("room", MODEL) is not None and rooms.get("third", MODEL) is not None
-    # Kept as copies, read-only: the caller's matrix can be reused.
-    grid = rooms.get("third", MODEL)
-    assert grid is not None and not grid.cross.flags.writeable
-    X[:] = 99.0
-    assert grid.viewers[0].tolist() == [1.0, 1.0] and grid.cross[:, 0].tolist()[:2] == [0.5, 1.5]
+    # Kept as handed over (not copied), and read-only from then on.
+    blocks = _blocks(X, 3)
+    margins = np.zeros((6, 2), dtype=np.float32)
+    rooms.put("fourth", MODEL, ["a", "b", "c"], blocks, margins)
+    grid = rooms.get("fourth", MODEL)
+    assert grid is not None and grid.cross is blocks.cross and grid.margins is margins
+    for kept in (grid.viewers, grid.products, grid.cross, grid.margins):
+        assert not kept.flags.writeable
+    # Margins or viewers that are not the blocks' rows: nothing kept (nor an older grid).
+    rooms.put("fourth", MODEL, ["a", "b", "c"], _blocks(X, 3), margins[:4])
+    assert rooms.get("fourth", MODEL) is None
+    rooms.put("fourth", MODEL, ["a", "b"], _blocks(X, 3), margins.copy())
+    assert rooms.get("fourth", MODEL) is None
     # A grid larger than all that may be kept is not kept; 0 keeps nothing.
     _put(rooms, "big", MODEL, ["v"] * 13, np.zeros((13, 4), np.float32))
     assert rooms.get("big", MODEL) is None
@@ -214,8 +221,9 @@ def test_a_models_grids_are_forgotten_when_a_version_is_swapped_in() -> None:
 
 def test_counts_are_the_rows_and_the_row_groups_walked() -> None:
     rooms = RoomScores(10)
-    rooms.counted([(3, np.array([[False, False], [True, False], [True, True]]))], 2)
-    rooms.counted([(4, None), (0, np.zeros((0, 2), dtype=bool))], 2)
+    rooms.count(3, 2, 3, 2)  # 3 rows, 2 through a group, 3 (row, group) pairs walked
+    rooms.count(4, 4, 8, 2)  # every pair walked
+    rooms.count(0, 0, 0, 2)
     assert (rooms.looked_up, rooms.scored) == (1, 6)
     assert (rooms.groups_looked_up, rooms.groups_scored) == (3, 11)
 
@@ -301,8 +309,7 @@ def test_the_same_viewers_in_the_same_places_are_compared_in_place_on_a_copy() -
     assert need.tolist() == [[False, False]] * 4 + [[False, True]] * 2
     assert kept.flags.writeable and np.isnan(kept[need]).all()
     np.testing.assert_array_equal(kept[~need], MARGINS[~need])
-    kept[:] = -1.0
-    np.testing.assert_array_equal(grid.margins, MARGINS)  # the kept grid unchanged
+    assert not np.shares_memory(kept, grid.margins)  # the kept grid is never written
     # Matched one by one (another order), each viewer's rows get the same answer.
     order = [2, 0, 1]
 
