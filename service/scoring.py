@@ -438,7 +438,7 @@ def _alike_order(block: Cols, keys: Sequence[str], n: int) -> np.ndarray | None:
     return np.lexsort([block[k] for k in reversed(keys)])
 
 
-def _part_cross(
+def _kept_cross(
     last: RoomGrid,
     at: np.ndarray,
     same: np.ndarray,
@@ -446,10 +446,13 @@ def _part_cross(
     products: Cols,
     names: Sequence[str],
 ) -> np.ndarray:
-    """(rows, cross columns) float32 of a part of a room's grid (the viewers at ``at`` in
-    ``last``, viewer-major over its candidates): the kept rows of the viewers ``same``
-    says, :func:`features.vector.cross_block` of the others (``block``: the part's
-    viewers' block), in ``names`` order (the grid's cross columns)."""
+    """(rows, cross columns) float32 of a room's grid (the viewers at ``at`` in ``last``,
+    viewer-major over its candidates): the kept rows of the viewers ``same`` says,
+    :func:`features.vector.cross_block` of the others (``block``: the viewers' block), in
+    ``names`` order (the grid's cross columns). The kept matrix itself (read-only) when
+    every viewer stands where it stood and kept its cross rows: the usual case."""
+    if same.all() and RoomScores.in_place(last, at):
+        return last.cross
     n, nc, m = len(at), len(last.products), len(names)
     out = np.empty((n * nc, m), dtype=np.float32)
     grid = out.reshape(n, nc, m)
@@ -462,21 +465,6 @@ def _part_cross(
         for k, name in enumerate(names):
             grid[todo, :, k] = made[name].reshape(len(todo), nc)
     return out
-
-
-def _kept_cross(
-    last: RoomGrid,
-    at: np.ndarray,
-    same: np.ndarray,
-    block: Cols,
-    products: Cols,
-    names: Sequence[str],
-) -> np.ndarray:
-    """:func:`_part_cross` of a whole room's grid: the kept matrix itself when every viewer
-    stands where it stood and kept its cross rows (read-only; the usual case)."""
-    if same.all() and RoomScores.in_place(last, at):
-        return last.cross
-    return _part_cross(last, at, same, block, products, names)
 
 
 def _rows_walked(need: np.ndarray) -> np.ndarray:
@@ -514,6 +502,20 @@ def _withdraw(jobs: Iterable[cf.Future[Any]]) -> None:
     """Withdraw a failed call's jobs from the bulk threads (those not started yet)."""
     for f in jobs:
         f.cancel()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _RoomGridCall:
+    """What one RecommendNextProduct call builds a room's grid of: the model, the blocks of
+    its ``viewers`` viewers (by id) and ``products`` candidates, and when the caller stops
+    waiting."""
+
+    model: LoadedModel
+    vblock: Cols
+    pblock: Cols
+    viewers: int
+    products: int
+    deadline: Deadline
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -959,21 +961,12 @@ class Scorer:
         def judge_viewers() -> tuple[list[bool], list[int]]:
             return self._viewers_age(rows, nv, now)
 
+        call = _RoomGridCall(model, vblock, pblock, nv, nc, deadline)
         if model.groups is None:
-            grid, (stale, viewer_ages) = self._grid_whole(
-                model, vblock, pblock, nv, nc, deadline, judge_viewers
-            )
+            grid, (stale, viewer_ages) = self._grid_whole(call, judge_viewers)
         else:
             grid, (stale, viewer_ages) = self._grid_grouped(
-                model,
-                model.groups,
-                (q.room_id, q.candidates),
-                viewers,
-                vblock,
-                pblock,
-                nc,
-                deadline,
-                judge_viewers,
+                call, model.groups, (q.room_id, q.candidates), viewers, judge_viewers
             )
         P = np.clip(grid.scored.reshape(nv, nc), 0.0, 1.0)
         expected = P.sum(axis=0)
@@ -1014,14 +1007,9 @@ class Scorer:
         items = [(sp.flags, a) for sp, a in zip(products, ages, strict=True)]
         return NextProductAnswer(products, nv, self._meta(NEXT_PRODUCT_MODEL, model, items))
 
+    @staticmethod
     def _grid_in_parts(
-        self,
-        model: LoadedModel,
-        vblock: Cols,
-        pblock: Cols,
-        nv: int,
-        nc: int,
-        deadline: Deadline,
+        call: _RoomGridCall,
         meanwhile: Callable[[], T],
         walk: Callable[[np.ndarray, slice], tuple[Callable[[], Any], cf.Future[Any]]],
     ) -> tuple[np.ndarray, np.ndarray | None, T]:
@@ -1033,18 +1021,19 @@ class Scorer:
         most (``order``, not by id; ``None``: by id): the answer is the same sum over the
         same viewers, and the trees run ~20% faster. Returns the grid, ``order`` and what
         ``meanwhile`` returned."""
-        order = _grid_order(model, vblock, nv)
-        block = vblock if order is None else _viewer_rows(vblock, order, nv)
+        nv, nc = call.viewers, call.products
+        order = _grid_order(call.model, call.vblock, nv)
+        block = call.vblock if order is None else _viewer_rows(call.vblock, order, nv)
         X = np.empty((nv * nc, len(NEXT_PRODUCT.columns)), dtype=np.float32)
         jobs: list[tuple[Callable[[], Any], cf.Future[Any]]] = []
         try:
             for a, b in _parts(nv, nc):
-                _in_time(deadline)
+                _in_time(call.deadline)
                 rows = slice(a * nc, b * nc)
                 assemble_grid(
                     NEXT_PRODUCT,
                     _viewer_rows(block, slice(a, b), nv),
-                    pblock,
+                    call.pblock,
                     EXPOSURE_STAGE,
                     out=X[rows],
                 )
@@ -1057,18 +1046,10 @@ class Scorer:
             raise
         return X, order, done
 
-    def _grid_whole(
-        self,
-        model: LoadedModel,
-        vblock: Cols,
-        pblock: Cols,
-        nv: int,
-        nc: int,
-        deadline: Deadline,
-        meanwhile: Callable[[], T],
-    ) -> tuple[_Scored, T]:
+    def _grid_whole(self, call: _RoomGridCall, meanwhile: Callable[[], T]) -> tuple[_Scored, T]:
         """A room's grid built and scored whole, by a model without tree groups."""
-        scored = np.empty(nv * nc, dtype=np.float64)
+        model = call.model
+        scored = np.empty(call.viewers * call.products, dtype=np.float64)
 
         def walk(part: np.ndarray, rows: slice) -> tuple[Callable[[], Any], cf.Future[Any]]:
             f = model.submit(part)
@@ -1078,21 +1059,15 @@ class Scorer:
 
             return take, f
 
-        X, order, done = self._grid_in_parts(
-            model, vblock, pblock, nv, nc, deadline, meanwhile, walk
-        )
-        return _Scored(scored, nc, X=X, order=order), done
+        X, order, done = self._grid_in_parts(call, meanwhile, walk)
+        return _Scored(scored, call.products, X=X, order=order), done
 
     def _grid_grouped(
         self,
-        model: LoadedModel,
+        call: _RoomGridCall,
         groups: TreeGroups,
         room_key: Hashable,
         viewers: list[str],
-        vblock: Cols,
-        pblock: Cols,
-        nc: int,
-        deadline: Deadline,
         meanwhile: Callable[[], T],
     ) -> tuple[_Scored, T]:
         """A room's grid scored by tree groups, held by its sources (:class:`GridBlocks`):
@@ -1104,7 +1079,8 @@ class Scorer:
         withdrawn); then ``meanwhile``. With nothing kept, the grid is built whole as
         :meth:`_grid_in_parts` builds it, and kept by its sources."""
         sources = grid_sources(NEXT_PRODUCT)
-        nv = len(viewers)
+        model, vblock, pblock = call.model, call.vblock, call.pblock
+        nv, nc = call.viewers, call.products
         last = self.room_scores.get(room_key, model)
         need: np.ndarray | None = None
         if last is None:
@@ -1116,9 +1092,7 @@ class Scorer:
                 f = groups.submit(part, None, out)
                 return (lambda: groups.collect(f, part, None, out)), f
 
-            X, order, done = self._grid_in_parts(
-                model, vblock, pblock, nv, nc, deadline, meanwhile, whole
-            )
+            X, order, done = self._grid_in_parts(call, meanwhile, whole)
             cross = cross_of(X, sources)
             if order is not None:  # kept by id, as the viewers come
                 rank = np.argsort(order)
@@ -1153,7 +1127,7 @@ class Scorer:
             jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]] = []
             try:
                 for idx in np.array_split(walk, parts):
-                    _in_time(deadline)
+                    _in_time(call.deadline)
                     if not len(idx):
                         continue
                     rows = blocks.rows(idx)
