@@ -575,7 +575,7 @@ def assemble_grid(
     viewers: Mapping[str, np.ndarray],
     products: Mapping[str, np.ndarray],
     exposure_kind: float = EXPOSURE_STAGE,
-    cross: Mapping[str, np.ndarray] | np.ndarray | None = None,
+    cross: Mapping[str, np.ndarray] | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Every viewer x every product (viewer-major), from blocks computed once each.
@@ -587,21 +587,11 @@ def assemble_grid(
     caller kept it: it reads neither the time, nor the room's row, nor the products'
     live rows, only a viewer's :func:`viewer_live` part and the products' catalogue
     and history (a test checks it). With ``out`` (a C-contiguous float32 matrix of the
-    grid's shape, e.g. a part of a larger one) the grid is written there. ``cross`` may
-    also be the grid's cross columns as one (rows, k) matrix, in the order of ``spec``'s
-    columns (what a room's kept grid holds: written as it is).
+    grid's shape, e.g. a part of a larger one) the grid is written there.
     """
     n_v = len(viewers["region"])
     n_p = len(products["category"])
-    rows_given = cross if isinstance(cross, np.ndarray) else None
-    if rows_given is not None:
-        names = tuple(c for c in spec.columns if c in CROSS_COLUMNS)
-        if rows_given.shape != (n_v * n_p, len(names)):
-            raise ValueError(
-                f"cross rows must be ({n_v * n_p}, {len(names)}), got {rows_given.shape}"
-            )
-        cross = dict.fromkeys(names, rows_given[:0, 0])  # the names, for the layout
-    elif cross is None:
+    if cross is None:
         cross = cross_block(viewers, products, exposure_kind, grid=True)
     lead, from_products, from_cross, from_viewers = _grid_layout(
         spec.columns, tuple(cross), tuple(products)
@@ -626,12 +616,9 @@ def assemble_grid(
         grid[:, :, at] = np.array([products[c] for c in names], dtype=np.float32).T[None, :, :]
     if from_cross[0]:
         at, names = from_cross
-        if rows_given is not None:
-            grid[:, :, at] = rows_given.reshape(n_v, n_p, len(names))
-        else:
-            grid[:, :, at] = np.array([cross[c] for c in names], dtype=np.float32).T.reshape(
-                n_v, n_p, len(names)
-            )
+        grid[:, :, at] = np.array([cross[c] for c in names], dtype=np.float32).T.reshape(
+            n_v, n_p, len(names)
+        )
     for j, c in zip(*from_viewers, strict=True):
         grid[:, :, j] = viewers[c][:, None]
     return out

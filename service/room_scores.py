@@ -45,12 +45,9 @@ class RoomGrid:
     model: object
     #: Viewer id -> its place among the grid's viewers.
     at: dict[str, int]
-    #: (viewers, lead): each viewer's columns, which lead every one of its rows.
-    viewers: np.ndarray
-    #: (products, k): each product's columns, the same in all of its rows.
-    products: np.ndarray
-    #: (viewers x products, m): the cross columns, each row's own.
-    cross: np.ndarray
+    #: The grid's columns by their sources (read-only): each viewer's, each product's,
+    #: each row's cross columns.
+    blocks: GridBlocks
     #: (viewers x products, groups) float32: each row's margin in each group of trees.
     margins: np.ndarray
     #: What the cross columns were made of (:data:`~features.vector.CROSS_VIEWER_INPUTS`
@@ -128,12 +125,12 @@ class RoomScores:
                 self._drop(key)
             return
         nc = len(blocks.products)
+        for kept in (blocks.viewers, blocks.products, blocks.cross):
+            _frozen(kept, copy=False)
         grid = RoomGrid(
             model,
             {v: i for i, v in enumerate(viewers)},
-            _frozen(blocks.viewers, copy=False),
-            _frozen(blocks.products, copy=False),
-            _frozen(blocks.cross, copy=False),
+            blocks,
             _frozen(np.asarray(margins, dtype=np.float32), copy=False),
             None if inputs is None else _inputs(inputs[0], CROSS_VIEWER_INPUTS, len(viewers)),
             None if inputs is None else _inputs(inputs[1], CROSS_PRODUCT_INPUTS, nc),
@@ -163,7 +160,7 @@ class RoomScores:
     def in_place(grid: RoomGrid, idx: np.ndarray) -> bool:
         """Whether the viewers at ``idx`` in ``grid`` (:meth:`positions`) are its viewers
         in its order: the usual call, where kept arrays are taken as they stand."""
-        return len(idx) == len(grid.viewers) and bool((idx == np.arange(len(idx))).all())
+        return len(idx) == len(grid.blocks.viewers) and bool((idx == np.arange(len(idx))).all())
 
     @staticmethod
     def positions(grid: RoomGrid, viewers: Sequence[str]) -> np.ndarray:
@@ -181,7 +178,7 @@ class RoomScores:
         same = idx >= 0
         if grid.viewer_inputs is None or grid.product_inputs is None or not same.any():
             return np.zeros(len(idx), dtype=bool)
-        nc = len(grid.products)
+        nc = len(grid.blocks.products)
         now = _inputs(products, CROSS_PRODUCT_INPUTS, nc)
         if now is None or not all(
             _alike(now[k], grid.product_inputs[k]).all() for k in CROSS_PRODUCT_INPUTS
@@ -217,7 +214,7 @@ class RoomScores:
         a split of the group's trees), and the kept margins of the others (NaN for those
         to walk). The cross rows of the viewers ``cross_same`` (:meth:`cross_same`) says
         are the kept ones are not compared."""
-        nc, groups = grid.products.shape[0], keys.groups
+        nc, groups = grid.blocks.products.shape[0], keys.groups
         n = len(idx)
         if (
             lead.shape[0] != n
@@ -242,7 +239,7 @@ class RoomScores:
         moved = (
             keys.moved(
                 lead if everyone else lead[known],
-                grid.viewers if in_place else grid.viewers[was],
+                grid.blocks.viewers if in_place else grid.blocks.viewers[was],
                 0,
             )[:, None, :]
             | products_moved
@@ -253,7 +250,7 @@ class RoomScores:
             cross = cross_now.reshape(n, nc, -1)
             moved[look] |= keys.moved(
                 cross[known[look]],
-                grid.cross.reshape(-1, nc, len(sources.cross))[was[look]],
+                grid.blocks.cross.reshape(-1, nc, len(sources.cross))[was[look]],
                 sources.cross,
             )
         margins = grid.margins.reshape(-1, nc, groups)

@@ -452,13 +452,13 @@ def _kept_cross(
     ``names`` order (the grid's cross columns). The kept matrix itself (read-only) when
     every viewer stands where it stood and kept its cross rows: the usual case."""
     if same.all() and RoomScores.in_place(last, at):
-        return last.cross
-    n, nc, m = len(at), len(last.products), len(names)
+        return last.blocks.cross
+    n, nc, m = len(at), len(last.blocks.products), len(names)
     out = np.empty((n * nc, m), dtype=np.float32)
     grid = out.reshape(n, nc, m)
     keep = np.flatnonzero(same)
     if len(keep):
-        grid[keep] = last.cross.reshape(-1, nc, m)[at[keep]]
+        grid[keep] = last.blocks.cross.reshape(-1, nc, m)[at[keep]]
     todo = np.flatnonzero(~same)
     if len(todo):
         made = cross_block(_viewer_rows(block, todo, n), products, EXPOSURE_STAGE, grid=True)
@@ -522,15 +522,14 @@ class _RoomGridCall:
 class _Scored:
     """A room's grid as RecommendNextProduct scored it: each row's probability (float64,
     viewer-major), and the grid itself, as rows (``X``) or by its sources (``blocks``),
-    to read the rows and columns that reasons need. Its viewers are in the order
-    ``order`` of the call's (sorted by id); ``None``: that order itself. Nothing lines a
-    row up with a viewer's id: the answer sums over all of them."""
+    to read the rows and columns that reasons need. Its viewers are in id order, or (a
+    model without groups, ``X``) in the order the trees run fastest on: nothing lines a
+    row up with a viewer's id, the answer sums over all of them."""
 
     scored: np.ndarray
     products: int
     X: np.ndarray | None = None
     blocks: GridBlocks | None = None
-    order: np.ndarray | None = None
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         if self.X is not None:
@@ -1059,8 +1058,8 @@ class Scorer:
 
             return take, f
 
-        X, order, done = self._grid_in_parts(call, meanwhile, walk)
-        return _Scored(scored, call.products, X=X, order=order), done
+        X, _, done = self._grid_in_parts(call, meanwhile, walk)
+        return _Scored(scored, call.products, X=X), done
 
     def _grid_grouped(
         self,
@@ -1112,7 +1111,9 @@ class Scorer:
                 EXPOSURE_STAGE,
                 _kept_cross(last, at, same, vblock, pblock, names),
             )
-            products_moved = groups.keys.moved(blocks.products, last.products, sources.products)
+            products_moved = groups.keys.moved(
+                blocks.products, last.blocks.products, sources.products
+            )
             need, margins = self.room_scores.moved(
                 last, groups.keys, at, blocks.viewers, sources, products_moved, blocks.cross, same
             )

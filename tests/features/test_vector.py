@@ -248,11 +248,6 @@ def test_cross_features_read_no_time_no_room_and_no_live_product_row(tiny_world:
         np.testing.assert_array_equal(kept[name], fresh[name], err_msg=name)
     alone = assemble_grid(NEXT_PRODUCT, v, p, EXPOSURE_OVERLAY)
     np.testing.assert_array_equal(assemble_grid(NEXT_PRODUCT, v, p, EXPOSURE_OVERLAY, kept), alone)
-    # The same given as the grid's cross columns in one matrix (what a room's grid keeps).
-    rows = np.ascontiguousarray(alone[:, grid_sources(NEXT_PRODUCT).cross])
-    np.testing.assert_array_equal(assemble_grid(NEXT_PRODUCT, v, p, EXPOSURE_OVERLAY, rows), alone)
-    with pytest.raises(ValueError, match="cross rows must be"):
-        assemble_grid(NEXT_PRODUCT, v, p, EXPOSURE_OVERLAY, rows[1:])
     # What moved did reach the matrix: the kept block was not the whole of it.
     at_first = assemble_grid(
         NEXT_PRODUCT, viewer_block(cols, now), product_block(product, now), EXPOSURE_OVERLAY

@@ -74,7 +74,7 @@ def _moved(
     """What moved in ``part`` (rows of ``viewers`` x the two products) since the kept grid."""
     grid = rooms.get("room", MODEL)
     assert grid is not None
-    products = KEYS.moved(part[:2, SOURCES.products], grid.products, SOURCES.products)
+    products = KEYS.moved(part[:2, SOURCES.products], grid.blocks.products, SOURCES.products)
     at = rooms.positions(grid, viewers)
     lead = part.reshape(len(viewers), 2, -1)[:, 0, : SOURCES.lead]
     return rooms.moved(grid, KEYS, at, lead, SOURCES, products, part[:, SOURCES.cross], same)
@@ -83,7 +83,7 @@ def _moved(
 def test_rows_that_did_not_move_take_their_kept_margins() -> None:
     rooms, X = _kept()
     grid = rooms.get("room", MODEL)
-    assert grid is not None and grid.rows == 6 and grid.products.tolist() == [[0.0], [4.0]]
+    assert grid is not None and grid.rows == 6 and grid.blocks.products.tolist() == [[0.0], [4.0]]
     need, kept = _moved(rooms, ["a", "b", "c"], X.copy())
     assert need.shape == (6, 2) and not need.any()
     assert np.array_equal(kept, MARGINS) and kept.dtype == np.float32
@@ -178,8 +178,8 @@ def test_a_grid_is_kept_for_the_model_that_scored_it_within_the_rows_allowed() -
     margins = np.zeros((6, 2), dtype=np.float32)
     rooms.put("fourth", MODEL, ["a", "b", "c"], blocks, margins)
     grid = rooms.get("fourth", MODEL)
-    assert grid is not None and grid.cross is blocks.cross and grid.margins is margins
-    for kept in (grid.viewers, grid.products, grid.cross, grid.margins):
+    assert grid is not None and grid.blocks.cross is blocks.cross and grid.margins is margins
+    for kept in (grid.blocks.viewers, grid.blocks.products, grid.blocks.cross, grid.margins):
         assert not kept.flags.writeable
     # Margins or viewers that are not the blocks' rows: nothing kept (nor an older grid).
     rooms.put("fourth", MODEL, ["a", "b", "c"], _blocks(X, 3), margins[:4])
